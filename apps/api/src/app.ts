@@ -1,0 +1,64 @@
+import { OpenAPIHono } from '@hono/zod-openapi';
+import { requestId } from 'hono/request-id';
+import type { AppDeps, AppEnv } from './context.ts';
+import { ApiError, handleError } from './errors.ts';
+import { authenticate } from './middleware/auth.ts';
+import { jsonBody } from './middleware/json-body.ts';
+import { registerChargeSaleRoutes } from './routes/charge-sales.ts';
+import { registerCreditRequestRoutes } from './routes/credit-requests.ts';
+import { registerHealthRoutes } from './routes/health.ts';
+import { registerJobRoutes } from './routes/jobs.ts';
+import { registerPhoneNumberRoutes } from './routes/phone-numbers.ts';
+import { registerSellerRoutes } from './routes/sellers.ts';
+import { registerTransactionRoutes } from './routes/transactions.ts';
+
+/** Turns a zod failure into the contract's 400, naming each offending field. */
+function validationHook(result: { success: boolean; error?: unknown; target?: string }) {
+  if (result.success) return;
+  const issues =
+    (result.error as { issues?: Array<{ path: PropertyKey[]; message: string; code?: string; keys?: string[] }> })
+      .issues ?? [];
+  const fields: Record<string, string> = {};
+  for (const issue of issues) {
+    if (issue.code === 'unrecognized_keys' && issue.keys) {
+      for (const key of issue.keys) fields[key] = 'is not a field of this request';
+      continue;
+    }
+    const name = issue.path.map(String).join('.') || (result.target === 'json' ? 'body' : String(result.target));
+    fields[name] ??= issue.message;
+  }
+  throw new ApiError('validation_error', `Invalid request: ${Object.keys(fields).join(', ')}`, { fields });
+}
+
+/** Builds the whole HTTP app around its services; `index.ts` only serves it. */
+export function createApp(deps: AppDeps) {
+  const app = new OpenAPIHono<AppEnv>({ strict: false, defaultHook: validationHook });
+  app.onError(handleError);
+  app.notFound((c) => c.json({ error: 'No such route', code: 'not_found' }, 404));
+
+  app.use('*', requestId({ headerName: 'X-Request-Id' }), async (c, next) => {
+    c.set('deps', deps);
+    c.set('logger', deps.logger.child({ requestId: c.var.requestId }));
+    await next();
+  });
+  registerHealthRoutes(app);
+
+  app.use('/api/*', authenticate, jsonBody);
+  registerSellerRoutes(app);
+  registerCreditRequestRoutes(app);
+  registerChargeSaleRoutes(app);
+  registerJobRoutes(app);
+  registerTransactionRoutes(app);
+  registerPhoneNumberRoutes(app);
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });
+  app.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: {
+      title: 'Charge Sales API',
+      version: '1.0.0',
+      description: 'Sellers hold a credit balance, ask for credit, and sell phone charges paid from it.',
+    },
+  });
+  return app;
+}

@@ -1,0 +1,28 @@
+import type { Config } from '@cs/config';
+import type { Database } from '@cs/db';
+import type { Logger } from 'pino';
+import type { JobEvents } from './services/job-events.ts';
+import type { JobQueues } from './services/job-queues.ts';
+
+/** Who is calling: the operator, or one seller. */
+export type Caller = { role: 'admin'; name: string } | { role: 'seller'; sellerId: string };
+
+/** The services every handler may use, built once per process. */
+export interface AppDeps {
+  config: Config;
+  db: Database;
+  queues: JobQueues;
+  jobEvents: JobEvents;
+  logger: Logger;
+  /** Answers whether Redis is reachable, for /readyz. */
+  pingRedis: () => Promise<void>;
+}
+
+export type AppEnv = {
+  Variables: {
+    deps: AppDeps;
+    logger: Logger;
+    requestId: string;
+    caller: Caller;
+  };
+};

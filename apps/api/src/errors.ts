@@ -1,0 +1,79 @@
+import { isDatabaseUnavailable } from '@cs/db';
+import type { Context } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import type { AppEnv } from './context.ts';
+
+/** Every error code the API answers with, and its one HTTP status. */
+const statusOf = {
+  validation_error: 400,
+  invalid_json: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  seller_inactive: 403,
+  not_found: 404,
+  duplicate_email: 409,
+  already_processed: 409,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  idempotency_key_reused: 422,
+  service_unavailable: 503,
+  internal_error: 500,
+} as const satisfies Record<string, ContentfulStatusCode>;
+
+export type ErrorCode = keyof typeof statusOf;
+
+/** The one error type of the API: a code from the closed set above, a message, and details. */
+export class ApiError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+
+  get status(): ContentfulStatusCode {
+    return statusOf[this.code];
+  }
+}
+
+export const notFound = (what: string) => new ApiError('not_found', `${what} not found`);
+export const forbidden = (message = 'You may not do this') => new ApiError('forbidden', message);
+
+function isRedisUnavailable(error: unknown): boolean {
+  const message = (error as Error | null)?.message ?? '';
+  return (
+    /Stream isn't writeable|enableOfflineQueue|Connection is closed|ECONNREFUSED|Reached the max retries/i.test(
+      message,
+    ) || (error as { name?: string } | null)?.name === 'MaxRetriesPerRequestError'
+  );
+}
+
+/** The single error handler: our errors as they are, Hono's by their status, the rest logged as 500. */
+export function handleError(error: Error, c: Context<AppEnv>) {
+  if (error instanceof ApiError) {
+    return c.json({ error: error.message, code: error.code, ...error.details }, error.status);
+  }
+  if (error instanceof HTTPException) {
+    const status = error.status;
+    const code: ErrorCode =
+      status === 413
+        ? 'payload_too_large'
+        : status === 401
+          ? 'unauthorized'
+          : status === 400
+            ? 'validation_error'
+            : 'internal_error';
+    return c.json({ error: error.message || 'Request refused', code }, status as ContentfulStatusCode);
+  }
+  if (isDatabaseUnavailable(error) || isRedisUnavailable(error)) {
+    c.var.logger?.warn({ err: error.message }, 'dependency unavailable');
+    return c.json(
+      { error: 'A service the API depends on is unavailable; retry later', code: 'service_unavailable' },
+      503,
+    );
+  }
+  c.var.logger?.error({ err: error }, 'unhandled error');
+  return c.json({ error: 'Internal error', code: 'internal_error' }, 500);
+}

@@ -1,0 +1,52 @@
+import { createLogger, loadConfig, requireServices } from '@cs/config';
+import { createDb } from '@cs/db';
+import { createRedis } from '@cs/queue';
+import { serve } from '@hono/node-server';
+import { createApp } from './app.ts';
+import { JobEvents } from './services/job-events.ts';
+import { JobQueues } from './services/job-queues.ts';
+
+const config = loadConfig();
+const logger = createLogger('api', config.LOG_LEVEL);
+await requireServices(config, 'api');
+
+const { db, close: closeDb } = createDb(config.DATABASE_URL, { max: config.DB_POOL_SIZE });
+const redis = createRedis(config.REDIS_URL, { failFast: true });
+const subscriber = createRedis(config.REDIS_URL);
+for (const connection of [redis, subscriber]) {
+  connection.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
+}
+const queues = new JobQueues(redis, config.REDIS_PREFIX, config.PARTITIONS, logger);
+const jobEvents = new JobEvents(subscriber, config.REDIS_PREFIX, logger);
+await jobEvents.start();
+
+const app = createApp({
+  config,
+  db,
+  queues,
+  jobEvents,
+  logger,
+  pingRedis: async () => {
+    await redis.ping();
+  },
+});
+const server = serve({ fetch: app.fetch, port: config.PORT, hostname: '0.0.0.0' }, (info) => {
+  logger.info({ port: info.port }, 'api listening');
+});
+
+let stopping = false;
+async function stop(signal: string) {
+  if (stopping) return;
+  stopping = true;
+  logger.info({ signal }, 'shutting down: no new requests, finishing those in hand');
+  const force = setTimeout(() => process.exit(1), config.SHUTDOWN_TIMEOUT_MS);
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  await jobEvents.close();
+  await queues.close();
+  await redis.quit().catch(() => {});
+  await closeDb();
+  clearTimeout(force);
+  process.exit(0);
+}
+process.on('SIGTERM', () => void stop('SIGTERM'));
+process.on('SIGINT', () => void stop('SIGINT'));

@@ -1,0 +1,85 @@
+import { sellers } from '@cs/db';
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import { eq } from 'drizzle-orm';
+import type { AppEnv } from '../context.ts';
+import { ApiError, notFound } from '../errors.ts';
+import { requireSellerAccess } from '../middleware/auth.ts';
+import {
+  amountSchema,
+  bearer,
+  errorResponses,
+  isUuid,
+  jobAcceptedSchema,
+  jobSchema,
+  json,
+  jsonBody,
+  phoneSchema,
+} from '../schemas.ts';
+import { respondWithJob } from '../services/job-response.ts';
+import { submitJob } from '../services/submit-job.ts';
+
+const chargeSaleBody = z
+  .strictObject({ seller_id: z.string(), phone_number: phoneSchema, amount: amountSchema })
+  .openapi('ChargeSale');
+
+const idempotencyHeaders = z.object({
+  'idempotency-key': z
+    .string()
+    .min(1)
+    .max(255)
+    .optional()
+    .openapi({ param: { name: 'idempotency-key', in: 'header' }, description: 'Replays of one key return one job' }),
+  prefer: z
+    .string()
+    .optional()
+    .openapi({
+      param: { name: 'prefer', in: 'header' },
+      example: 'wait=5',
+      description: 'Wait up to N ≤ 30 s for the result',
+    }),
+});
+
+const createChargeSale = createRoute({
+  method: 'post',
+  path: '/api/charge-sales',
+  tags: ['Charge sales'],
+  summary: 'Sell a phone charge, paid from the seller balance; the sale runs as a job',
+  security: bearer,
+  request: { headers: idempotencyHeaders, body: jsonBody(chargeSaleBody) },
+  responses: {
+    202: json(jobAcceptedSchema, 'Queued: poll status_url'),
+    200: json(jobSchema, 'Finished within the time asked for with Prefer: wait'),
+    422: json(z.object({ error: z.string(), code: z.string() }), 'Idempotency-Key reused with another request'),
+    ...errorResponses,
+  },
+});
+
+export function registerChargeSaleRoutes(app: OpenAPIHono<AppEnv>) {
+  app.openapi(createChargeSale, async (c) => {
+    const body = c.req.valid('json');
+    const idempotencyKey = c.req.valid('header')['idempotency-key'];
+    if (!isUuid(body.seller_id)) throw notFound('Seller');
+    const [seller] = await c.var.deps.db
+      .select({ id: sellers.id, isActive: sellers.isActive })
+      .from(sellers)
+      .where(eq(sellers.id, body.seller_id))
+      .limit(1);
+    if (!seller) throw notFound('Seller');
+    requireSellerAccess(c.var.caller, seller.id);
+    if (!seller.isActive) throw new ApiError('seller_inactive', 'Seller is inactive');
+
+    const request = { seller_id: seller.id, phone_number: body.phone_number, amount: body.amount.toString() };
+    const { job } = await submitJob(c.var.deps, {
+      payload: {
+        type: 'charge_sale',
+        sellerId: seller.id,
+        phoneNumber: body.phone_number,
+        amount: body.amount.toString(),
+        requestId: c.var.requestId,
+      },
+      idempotencyKey,
+      request,
+    });
+    return respondWithJob(c, job);
+  });
+}

@@ -1,0 +1,145 @@
+import { creditRequests, sellers } from '@cs/db';
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import { and, desc, eq, lt } from 'drizzle-orm';
+import { uuidv7 } from 'uuidv7';
+import type { AppEnv } from '../context.ts';
+import { ApiError, notFound } from '../errors.ts';
+import { callerName, requireAdmin, requireSellerAccess } from '../middleware/auth.ts';
+import {
+  amountSchema,
+  bearer,
+  creditRequestSchema,
+  errorResponses,
+  idSchema,
+  isUuid,
+  jobAcceptedSchema,
+  jobSchema,
+  json,
+  jsonBody,
+  listOf,
+  paginationQuery,
+  pathId,
+} from '../schemas.ts';
+import { respondWithJob } from '../services/job-response.ts';
+import { DEFAULT_LIMIT, decodeCursor, page } from '../services/pagination.ts';
+import { submitJob } from '../services/submit-job.ts';
+import { creditRequestView } from '../services/views.ts';
+
+const createCreditRequest = createRoute({
+  method: 'post',
+  path: '/api/credit-requests',
+  tags: ['Credit requests'],
+  summary: 'Ask for a credit increase; an operator approves or rejects it',
+  security: bearer,
+  request: {
+    body: jsonBody(z.strictObject({ seller: z.string(), amount: amountSchema }).openapi('CreateCreditRequest')),
+  },
+  responses: { 201: json(creditRequestSchema, 'The pending request'), ...errorResponses },
+});
+
+const listCreditRequests = createRoute({
+  method: 'get',
+  path: '/api/credit-requests',
+  tags: ['Credit requests'],
+  summary: 'List credit requests (admin: all; seller: own)',
+  security: bearer,
+  request: {
+    query: z.object({
+      status: z.enum(['pending', 'approved', 'rejected']).optional(),
+      seller: idSchema.optional(),
+      ...paginationQuery,
+    }),
+  },
+  responses: { 200: json(listOf(creditRequestSchema), 'Credit requests, newest first'), ...errorResponses },
+});
+
+const processCreditRequest = createRoute({
+  method: 'post',
+  path: '/api/credit-requests/{id}/process',
+  tags: ['Credit requests'],
+  summary: 'Approve or reject a pending request (admin); runs as a job on the seller partition',
+  security: bearer,
+  request: {
+    params: pathId,
+    headers: z.object({
+      prefer: z
+        .string()
+        .optional()
+        .openapi({ param: { name: 'prefer', in: 'header' } }),
+    }),
+    body: jsonBody(z.strictObject({ action: z.enum(['approve', 'reject']) }).openapi('ProcessCreditRequest')),
+  },
+  responses: {
+    202: json(jobAcceptedSchema, 'Queued: poll status_url'),
+    200: json(jobSchema, 'Finished within the time asked for with Prefer: wait'),
+    409: json(z.object({ error: z.string(), code: z.string() }), 'No longer pending'),
+    ...errorResponses,
+  },
+});
+
+export function registerCreditRequestRoutes(app: OpenAPIHono<AppEnv>) {
+  app.openapi(createCreditRequest, async (c) => {
+    const body = c.req.valid('json');
+    if (!isUuid(body.seller)) throw notFound('Seller');
+    const [seller] = await c.var.deps.db.select({ id: sellers.id }).from(sellers).where(eq(sellers.id, body.seller));
+    if (!seller) throw notFound('Seller');
+    requireSellerAccess(c.var.caller, seller.id);
+    const [request] = await c.var.deps.db
+      .insert(creditRequests)
+      .values({ id: uuidv7(), sellerId: seller.id, amount: body.amount })
+      .returning();
+    if (!request) throw new Error('insert returned nothing');
+    return c.json(creditRequestView(request), 201);
+  });
+
+  app.openapi(listCreditRequests, async (c) => {
+    const { status, seller, limit = DEFAULT_LIMIT, cursor } = c.req.valid('query');
+    const after = decodeCursor(cursor, isUuid);
+    const caller = c.var.caller;
+    if (seller) requireSellerAccess(caller, seller);
+    const rows = await c.var.deps.db
+      .select()
+      .from(creditRequests)
+      .where(
+        and(
+          caller.role === 'seller' ? eq(creditRequests.sellerId, caller.sellerId) : undefined,
+          seller ? eq(creditRequests.sellerId, seller) : undefined,
+          status ? eq(creditRequests.status, status) : undefined,
+          after ? lt(creditRequests.id, after) : undefined,
+        ),
+      )
+      .orderBy(desc(creditRequests.id))
+      .limit(limit + 1);
+    return c.json(
+      page(rows, limit, (r) => r.id, creditRequestView),
+      200,
+    );
+  });
+
+  app.openapi(processCreditRequest, async (c) => {
+    const { action } = c.req.valid('json');
+    const id = c.req.valid('param').id;
+    requireAdmin(c.var.caller);
+    if (!isUuid(id)) throw notFound('Credit request');
+    const [request] = await c.var.deps.db.select().from(creditRequests).where(eq(creditRequests.id, id));
+    if (!request) throw notFound('Credit request');
+    // A fast answer for the common case; the worker checks again under lock, and only there
+    // is it decided which of several concurrent processings takes effect.
+    if (request.status !== 'pending') {
+      throw new ApiError('already_processed', `Credit request is already ${request.status}`, {
+        status: request.status,
+      });
+    }
+    const { job } = await submitJob(c.var.deps, {
+      payload: {
+        type: 'credit_approval',
+        sellerId: request.sellerId,
+        creditRequestId: request.id,
+        action,
+        processedBy: callerName(c.var.caller),
+        requestId: c.var.requestId,
+      },
+    });
+    return respondWithJob(c, job);
+  });
+}

@@ -1,0 +1,58 @@
+import { phoneNumbers } from '@cs/db';
+import { normalisePhone } from '@cs/ledger';
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import { desc, eq, lt } from 'drizzle-orm';
+import type { AppEnv } from '../context.ts';
+import { notFound } from '../errors.ts';
+import { requireAdmin } from '../middleware/auth.ts';
+import { bearer, errorResponses, json, listOf, paginationQuery, phoneNumberSchema } from '../schemas.ts';
+import { DEFAULT_LIMIT, decodeCursor, page } from '../services/pagination.ts';
+import { phoneNumberView } from '../services/views.ts';
+import { isBigintId } from './sellers.ts';
+
+const listPhoneNumbers = createRoute({
+  method: 'get',
+  path: '/api/phone-numbers',
+  tags: ['Phone numbers'],
+  summary: 'Charged phone numbers with their totals (admin), newest first',
+  security: bearer,
+  request: { query: z.object(paginationQuery) },
+  responses: { 200: json(listOf(phoneNumberSchema), 'Phone numbers'), ...errorResponses },
+});
+
+const getPhoneNumber = createRoute({
+  method: 'get',
+  path: '/api/phone-numbers/{number}',
+  tags: ['Phone numbers'],
+  summary: 'One phone number (admin)',
+  security: bearer,
+  request: { params: z.object({ number: z.string().openapi({ param: { name: 'number', in: 'path' } }) }) },
+  responses: { 200: json(phoneNumberSchema, 'The phone number'), ...errorResponses },
+});
+
+export function registerPhoneNumberRoutes(app: OpenAPIHono<AppEnv>) {
+  app.openapi(listPhoneNumbers, async (c) => {
+    const { limit = DEFAULT_LIMIT, cursor } = c.req.valid('query');
+    const after = decodeCursor(cursor, isBigintId);
+    requireAdmin(c.var.caller);
+    const rows = await c.var.deps.db
+      .select()
+      .from(phoneNumbers)
+      .where(after ? lt(phoneNumbers.seq, BigInt(after)) : undefined)
+      .orderBy(desc(phoneNumbers.seq))
+      .limit(limit + 1);
+    return c.json(
+      page(rows, limit, (r) => r.seq.toString(), phoneNumberView),
+      200,
+    );
+  });
+
+  app.openapi(getPhoneNumber, async (c) => {
+    requireAdmin(c.var.caller);
+    const number = normalisePhone(decodeURIComponent(c.req.valid('param').number));
+    if (!number) throw notFound('Phone number');
+    const [row] = await c.var.deps.db.select().from(phoneNumbers).where(eq(phoneNumbers.number, number));
+    if (!row) throw notFound('Phone number');
+    return c.json(phoneNumberView(row), 200);
+  });
+}

@@ -1,0 +1,225 @@
+import { randomBytes } from 'node:crypto';
+import type { Tx } from '@cs/db';
+import { sellers, transactions } from '@cs/db';
+import { reconcile } from '@cs/ledger';
+import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
+import { and, desc, eq, lt } from 'drizzle-orm';
+import { uuidv7 } from 'uuidv7';
+import type { AppEnv } from '../context.ts';
+import { ApiError, notFound } from '../errors.ts';
+import { hashApiKey, requireAdmin, requireSellerAccess } from '../middleware/auth.ts';
+import {
+  bearer,
+  errorResponses,
+  isUuid,
+  json,
+  jsonBody,
+  listOf,
+  paginationQuery,
+  pathId,
+  phoneSchema,
+  sellerSchema,
+  transactionSchema,
+} from '../schemas.ts';
+import { DEFAULT_LIMIT, decodeCursor, page } from '../services/pagination.ts';
+import { sellerView, transactionView } from '../services/views.ts';
+
+const createSellerBody = z
+  .strictObject({
+    name: z.string().trim().min(1).max(200),
+    email: z.email().max(320),
+    phone: phoneSchema,
+  })
+  .openapi('CreateSeller');
+
+const createSeller = createRoute({
+  method: 'post',
+  path: '/api/sellers',
+  tags: ['Sellers'],
+  summary: 'Create a seller (admin); its api_key is shown only in this answer',
+  security: bearer,
+  request: { body: jsonBody(createSellerBody) },
+  responses: {
+    201: json(sellerSchema.extend({ api_key: z.string() }), 'The seller, with its api key'),
+    409: json(z.object({ error: z.string(), code: z.string() }), 'Email already used'),
+    ...errorResponses,
+  },
+});
+
+const listSellers = createRoute({
+  method: 'get',
+  path: '/api/sellers',
+  tags: ['Sellers'],
+  summary: 'List sellers (admin: all; seller: itself)',
+  security: bearer,
+  request: { query: z.object(paginationQuery) },
+  responses: { 200: json(listOf(sellerSchema), 'Sellers, newest first'), ...errorResponses },
+});
+
+const getSeller = createRoute({
+  method: 'get',
+  path: '/api/sellers/{id}',
+  tags: ['Sellers'],
+  summary: 'One seller',
+  security: bearer,
+  request: { params: pathId },
+  responses: { 200: json(sellerSchema, 'The seller'), ...errorResponses },
+});
+
+const patchSeller = createRoute({
+  method: 'patch',
+  path: '/api/sellers/{id}',
+  tags: ['Sellers'],
+  summary: 'Activate or deactivate a seller (admin); an inactive seller cannot sell',
+  security: bearer,
+  request: { params: pathId, body: jsonBody(z.strictObject({ is_active: z.boolean() }).openapi('PatchSeller')) },
+  responses: { 200: json(sellerSchema, 'The seller'), ...errorResponses },
+});
+
+const getBalance = createRoute({
+  method: 'get',
+  path: '/api/sellers/{id}/balance',
+  tags: ['Sellers'],
+  summary: "A seller's credit balance",
+  security: bearer,
+  request: { params: pathId },
+  responses: {
+    200: json(z.object({ seller_id: z.string(), credit_balance: z.string() }), 'The balance'),
+    ...errorResponses,
+  },
+});
+
+const getSellerTransactions = createRoute({
+  method: 'get',
+  path: '/api/sellers/{id}/transactions',
+  tags: ['Sellers'],
+  summary: "A seller's ledger, newest first",
+  security: bearer,
+  request: { params: pathId, query: z.object(paginationQuery) },
+  responses: { 200: json(listOf(transactionSchema), 'Ledger rows'), ...errorResponses },
+});
+
+const reconcileSeller = createRoute({
+  method: 'get',
+  path: '/api/sellers/{id}/reconcile',
+  tags: ['Sellers'],
+  summary: 'Check that the balance equals the sum of the ledger',
+  security: bearer,
+  request: { params: pathId },
+  responses: {
+    200: json(
+      z.object({
+        seller_id: z.string(),
+        current_balance: z.string(),
+        calculated_from_transactions: z.string(),
+        is_reconciled: z.boolean(),
+        difference: z.string(),
+        total_transactions: z.number(),
+      }),
+      'The reconciliation',
+    ),
+    ...errorResponses,
+  },
+});
+
+/** Loads a seller the caller may see: 404 if there is none, 403 if it is not theirs. */
+export async function findAccessibleSeller(db: Tx, caller: AppEnv['Variables']['caller'], id: string) {
+  if (!isUuid(id)) throw notFound('Seller');
+  const [seller] = await db.select().from(sellers).where(eq(sellers.id, id)).limit(1);
+  if (!seller) throw notFound('Seller');
+  requireSellerAccess(caller, seller.id);
+  return seller;
+}
+
+export function registerSellerRoutes(app: OpenAPIHono<AppEnv>) {
+  app.openapi(createSeller, async (c) => {
+    requireAdmin(c.var.caller);
+    const body = c.req.valid('json');
+    const apiKey = `cs_${randomBytes(32).toString('base64url')}`;
+    const [seller] = await c.var.deps.db
+      .insert(sellers)
+      .values({ id: uuidv7(), name: body.name, email: body.email, phone: body.phone, apiKeyHash: hashApiKey(apiKey) })
+      .onConflictDoNothing()
+      .returning();
+    if (!seller) throw new ApiError('duplicate_email', 'A seller with this email already exists');
+    return c.json({ ...sellerView(seller), api_key: apiKey }, 201);
+  });
+
+  app.openapi(listSellers, async (c) => {
+    const { limit = DEFAULT_LIMIT, cursor } = c.req.valid('query');
+    const after = decodeCursor(cursor, isUuid);
+    const caller = c.var.caller;
+    const rows = await c.var.deps.db
+      .select()
+      .from(sellers)
+      .where(
+        and(
+          caller.role === 'seller' ? eq(sellers.id, caller.sellerId) : undefined,
+          after ? lt(sellers.id, after) : undefined,
+        ),
+      )
+      .orderBy(desc(sellers.id))
+      .limit(limit + 1);
+    return c.json(
+      page(rows, limit, (r) => r.id, sellerView),
+      200,
+    );
+  });
+
+  app.openapi(getSeller, async (c) => {
+    const seller = await findAccessibleSeller(c.var.deps.db, c.var.caller, c.req.valid('param').id);
+    return c.json(sellerView(seller), 200);
+  });
+
+  app.openapi(patchSeller, async (c) => {
+    const { is_active } = c.req.valid('json');
+    requireAdmin(c.var.caller);
+    const seller = await findAccessibleSeller(c.var.deps.db, c.var.caller, c.req.valid('param').id);
+    const [updated] = await c.var.deps.db
+      .update(sellers)
+      .set({ isActive: is_active })
+      .where(eq(sellers.id, seller.id))
+      .returning();
+    return c.json(sellerView(updated ?? seller), 200);
+  });
+
+  app.openapi(getBalance, async (c) => {
+    const seller = await findAccessibleSeller(c.var.deps.db, c.var.caller, c.req.valid('param').id);
+    return c.json({ seller_id: seller.id, credit_balance: seller.creditBalance.toString() }, 200);
+  });
+
+  app.openapi(getSellerTransactions, async (c) => {
+    const { limit = DEFAULT_LIMIT, cursor } = c.req.valid('query');
+    const after = decodeCursor(cursor, isBigintId);
+    const seller = await findAccessibleSeller(c.var.deps.db, c.var.caller, c.req.valid('param').id);
+    const rows = await c.var.deps.db
+      .select()
+      .from(transactions)
+      .where(and(eq(transactions.sellerId, seller.id), after ? lt(transactions.id, BigInt(after)) : undefined))
+      .orderBy(desc(transactions.id))
+      .limit(limit + 1);
+    return c.json(
+      page(rows, limit, (r) => r.id.toString(), transactionView),
+      200,
+    );
+  });
+
+  app.openapi(reconcileSeller, async (c) => {
+    const seller = await findAccessibleSeller(c.var.deps.db, c.var.caller, c.req.valid('param').id);
+    const [check] = await reconcile(c.var.deps.db, seller.id);
+    if (!check) throw notFound('Seller');
+    return c.json(
+      {
+        seller_id: check.sellerId,
+        current_balance: check.currentBalance.toString(),
+        calculated_from_transactions: check.calculatedFromTransactions.toString(),
+        is_reconciled: check.isReconciled,
+        difference: (check.currentBalance - check.calculatedFromTransactions).toString(),
+        total_transactions: check.totalTransactions,
+      },
+      200,
+    );
+  });
+}
+
+export const isBigintId = (key: string) => /^[1-9][0-9]{0,18}$/.test(key);

@@ -1,0 +1,50 @@
+import { jobs } from '@cs/db';
+import { eq } from 'drizzle-orm';
+import type { Context } from 'hono';
+import type { AppDeps, AppEnv } from '../context.ts';
+import type { JobRow } from './submit-job.ts';
+import { jobView } from './views.ts';
+
+const MAX_WAIT_SECONDS = 30;
+const isFinal = (status: string) => status === 'succeeded' || status === 'rejected' || status === 'failed';
+
+/** Seconds asked for by `Prefer: wait=N` (RFC 7240), capped at 30; 0 when absent. */
+export function preferredWait(header: string | undefined): number {
+  const match = /(?:^|[,;\s])wait\s*=\s*"?(\d{1,6})"?/i.exec(header ?? '');
+  return match ? Math.min(Number(match[1]), MAX_WAIT_SECONDS) : 0;
+}
+
+/** The job as the contract shows it; a queued job that a worker holds right now is `processing`. */
+export async function currentJobView(deps: AppDeps, row: JobRow) {
+  if (row.status === 'queued') {
+    const active = await deps.queues.isActive(row.partition, row.id).catch(() => false);
+    if (active) return jobView(row, 'processing');
+  }
+  return jobView(row);
+}
+
+/**
+ * Answers a submission: 202 with where to look, or, when the client asked to wait and the job
+ * finishes in time, 200 with the finished job.
+ */
+export async function respondWithJob(c: Context<AppEnv>, job: JobRow) {
+  const deps = c.var.deps;
+  const waitSeconds = preferredWait(c.req.header('prefer'));
+  let row = job;
+  if (waitSeconds > 0 && !isFinal(row.status)) {
+    const waiter = deps.jobEvents.waitForFinal(job.id, waitSeconds * 1000);
+    // The job may have finished before the subscription: look once after subscribing.
+    const [now] = await deps.db.select().from(jobs).where(eq(jobs.id, job.id));
+    if (now && isFinal(now.status)) waiter.cancel();
+    else if (await waiter.done) {
+      const [done] = await deps.db.select().from(jobs).where(eq(jobs.id, job.id));
+      if (done) row = done;
+    }
+    if (now && isFinal(now.status)) row = now;
+  }
+  if (waitSeconds > 0 && isFinal(row.status)) {
+    c.header('Preference-Applied', `wait=${waitSeconds}`);
+    return c.json(jobView(row), 200);
+  }
+  return c.json({ job_id: row.id, status: row.status, status_url: `/api/jobs/${row.id}` }, 202);
+}

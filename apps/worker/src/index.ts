@@ -1,0 +1,90 @@
+import { createServer } from 'node:http';
+import { createLogger, loadConfig, requireServices } from '@cs/config';
+import { createDb } from '@cs/db';
+import { createRedis } from '@cs/queue';
+import { PartitionConsumer } from './partition-consumer.ts';
+import { PartitionManager } from './partition-manager.ts';
+import { processBatch } from './process-batch.ts';
+import { requeueLostJobs } from './requeue.ts';
+
+const config = loadConfig({ needsAdminToken: false });
+const logger = createLogger('worker', config.LOG_LEVEL);
+await requireServices(config, 'worker');
+
+const { db, close: closeDb } = createDb(config.DATABASE_URL, { max: config.DB_POOL_SIZE });
+const redis = createRedis(config.REDIS_URL);
+redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
+const shutdown = new AbortController();
+const consumers = new Map<number, PartitionConsumer>();
+
+const manager = new PartitionManager({
+  redis,
+  prefix: config.REDIS_PREFIX,
+  partitions: config.PARTITIONS,
+  leaseMs: config.PARTITION_LEASE_MS,
+  logger,
+  createConsumer: (partition) => {
+    const consumer = new PartitionConsumer({
+      partition,
+      prefix: config.REDIS_PREFIX,
+      redis,
+      logger,
+      batchSize: config.BATCH_SIZE,
+      lockDurationMs: config.JOB_LOCK_MS,
+      stalledIntervalMs: config.STALLED_INTERVAL_MS,
+      processBatch: (jobs) => processBatch({ db, logger, signal: shutdown.signal }, jobs),
+    });
+    consumers.set(partition, consumer);
+    return {
+      start: () => consumer.start(),
+      stop: async () => {
+        consumers.delete(partition);
+        await consumer.stop();
+      },
+    };
+  },
+});
+manager.start();
+logger.info({ id: manager.id, partitions: config.PARTITIONS }, 'worker started');
+
+// Jobs Redis lost are put back from PostgreSQL, partition by partition, by the partition's owner.
+const requeueTimer = setInterval(async () => {
+  for (const [partition, consumer] of consumers) {
+    try {
+      const count = await requeueLostJobs(db, redis, consumer.bullQueue, partition);
+      if (count > 0) logger.warn({ partition, count }, 'requeued jobs missing from Redis');
+    } catch (err) {
+      logger.debug({ err, partition }, 'requeue check failed');
+    }
+  }
+}, 5000);
+
+const health =
+  config.WORKER_HEALTH_PORT === undefined
+    ? undefined
+    : createServer((_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ status: 'ok', partitions: manager.ownedPartitions }));
+      }).listen(config.WORKER_HEALTH_PORT);
+
+let stopping = false;
+async function stop(signal: string) {
+  if (stopping) return;
+  stopping = true;
+  logger.info({ signal }, 'shutting down: finishing the batches in hand');
+  const force = setTimeout(() => {
+    logger.error('shutdown timed out; jobs in hand will be redelivered');
+    shutdown.abort();
+    process.exit(1);
+  }, config.SHUTDOWN_TIMEOUT_MS);
+  clearInterval(requeueTimer);
+  health?.close();
+  await manager.stop();
+  await redis.quit().catch(() => {});
+  await closeDb();
+  clearTimeout(force);
+  logger.info('stopped');
+  process.exit(0);
+}
+process.on('SIGTERM', () => void stop('SIGTERM'));
+process.on('SIGINT', () => void stop('SIGINT'));

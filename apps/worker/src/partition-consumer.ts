@@ -1,0 +1,122 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { JobOutcome } from '@cs/ledger';
+import { defaultJobOptions, type JobEvent, jobEventsChannel, partitionQueueName } from '@cs/queue';
+import { type Job, Queue, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { QueuedJob } from './process-batch.ts';
+
+export interface ConsumerOptions {
+  partition: number;
+  prefix: string;
+  redis: Redis;
+  logger: Logger;
+  batchSize: number;
+  lockDurationMs: number;
+  stalledIntervalMs: number;
+  processBatch: (jobs: readonly QueuedJob[]) => Promise<JobOutcome[]>;
+  onOutcomes?: (outcomes: readonly JobOutcome[]) => void;
+}
+
+interface Held {
+  job: Job;
+  resolve: (outcome: JobOutcome) => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * Consumes one partition while this process holds its lease. BullMQ hands the worker up to
+ * `batchSize` jobs at once; they are gathered and applied in one transaction, one batch after
+ * another, so the partition stays serial while each commit carries many jobs.
+ */
+export class PartitionConsumer {
+  private readonly worker: Worker;
+  private readonly queue: Queue;
+  private held: Held[] = [];
+  private draining = false;
+
+  constructor(private readonly options: ConsumerOptions) {
+    const name = partitionQueueName(options.partition);
+    this.queue = new Queue(name, { connection: options.redis, prefix: options.prefix, defaultJobOptions });
+    this.queue.on('error', (err) => options.logger.warn({ err, partition: options.partition }, 'queue error'));
+    this.worker = new Worker(name, (job) => this.hold(job), {
+      connection: options.redis,
+      prefix: options.prefix,
+      autorun: false,
+      concurrency: options.batchSize,
+      lockDuration: options.lockDurationMs,
+      stalledInterval: options.stalledIntervalMs,
+      // Redelivery is safe (a job applies once whatever happens), so a job that stalls a few
+      // times, say through repeated worker crashes, is retried rather than dropped.
+      maxStalledCount: 10,
+    });
+    this.worker.on('error', (err) => options.logger.warn({ err, partition: options.partition }, 'worker error'));
+  }
+
+  /**
+   * Starts consuming. Jobs a dead previous owner held are still marked active until their lock
+   * expires; waiting for the stall check to hand them back first keeps them ahead of newer jobs
+   * of the same sellers.
+   */
+  async start(): Promise<void> {
+    await this.worker.startStalledCheckTimer();
+    const deadline = Date.now() + this.options.lockDurationMs + 3 * this.options.stalledIntervalMs;
+    while (Date.now() < deadline && (await this.queue.getActiveCount()) > 0) {
+      await sleep(100);
+    }
+    void this.worker.run().catch((err: unknown) => {
+      this.options.logger.error({ err, partition: this.options.partition }, 'worker stopped');
+    });
+  }
+
+  /** Stops taking jobs, finishes the batch in hand, closes. */
+  async stop(): Promise<void> {
+    await this.worker.close();
+    await this.queue.close();
+  }
+
+  /** Jobs that are queued in Redis, for the requeue check and metrics. */
+  get bullQueue(): Queue {
+    return this.queue;
+  }
+
+  private hold(job: Job): Promise<JobOutcome> {
+    return new Promise((resolve, reject) => {
+      this.held.push({ job, resolve, reject });
+      if (!this.draining) {
+        this.draining = true;
+        // Let the fetches already in flight land, so the first batch is not a batch of one.
+        setImmediate(() => void this.drain());
+      }
+    });
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      while (this.held.length > 0) {
+        const batch = this.held.splice(0, this.options.batchSize);
+        const jobs = batch.map((h) => ({ id: h.job.id ?? '', data: h.job.data }));
+        await this.publish(jobs.map((j) => ({ job_id: j.id, status: 'processing' })));
+        try {
+          const outcomes = await this.options.processBatch(jobs);
+          this.options.onOutcomes?.(outcomes);
+          await this.publish(outcomes.map((o) => ({ job_id: o.jobId, status: o.status })));
+          for (const [i, h] of batch.entries()) h.resolve(outcomes[i] as JobOutcome);
+        } catch (error) {
+          for (const h of batch) h.reject(error);
+        }
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  /** Tells API processes (waiting clients, event streams) what changed; best effort. */
+  private async publish(events: JobEvent[]): Promise<void> {
+    try {
+      await this.options.redis.publish(jobEventsChannel(this.options.prefix), JSON.stringify(events));
+    } catch (err) {
+      this.options.logger.warn({ err }, 'could not publish job events');
+    }
+  }
+}

@@ -1,0 +1,21 @@
+import { drizzle } from 'drizzle-orm/postgres-js';
+import postgres from 'postgres';
+import * as schema from './schema/index.ts';
+
+export type Database = ReturnType<typeof createDb>['db'];
+/** A database handle or an open transaction: functions that take it let the caller choose the boundary. */
+export type Tx = Parameters<Parameters<Database['transaction']>[0]>[0] | Database;
+
+/** Opens a pool; `close()` ends it. Money columns come back as bigint, never as floats. */
+export function createDb(url: string, options: { max?: number } = {}) {
+  const client = postgres(url, {
+    max: options.max ?? 10,
+    connect_timeout: 5,
+    idle_timeout: 30,
+    onnotice: () => {},
+    // bigint (int8) as JS bigint: money never passes through a float.
+    types: { bigint: postgres.BigInt },
+  });
+  const db = drizzle(client, { schema });
+  return { db, client, close: () => client.end({ timeout: 5 }) };
+}

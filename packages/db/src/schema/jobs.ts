@@ -1,0 +1,48 @@
+import { sql } from 'drizzle-orm';
+import { check, index, jsonb, pgTable, smallint, text, timestamp, unique, uuid } from 'drizzle-orm/pg-core';
+import { sellers } from './sellers.ts';
+
+export const jobTypes = ['charge_sale', 'credit_approval'] as const;
+export type JobType = (typeof jobTypes)[number];
+export const jobStatuses = ['queued', 'processing', 'succeeded', 'rejected', 'failed'] as const;
+export type JobStatus = (typeof jobStatuses)[number];
+
+/**
+ * Every accepted request is a row here before the client hears 202: it is the durable record the
+ * queue is rebuilt from if Redis loses it, the gate that lets a job take effect once (a worker
+ * only applies a job whose row is not final), and where its outcome stays queryable.
+ */
+export const jobs = pgTable(
+  'jobs',
+  {
+    id: uuid('id').primaryKey(),
+    type: text('type', { enum: jobTypes }).notNull(),
+    sellerId: uuid('seller_id')
+      .notNull()
+      .references(() => sellers.id),
+    partition: smallint('partition').notNull(),
+    status: text('status', { enum: jobStatuses }).notNull().default('queued'),
+    payload: jsonb('payload').notNull(),
+    idempotencyKey: text('idempotency_key'),
+    /** Hash of the normalised request, to tell a replay from a reuse of the key with another body. */
+    requestHash: text('request_hash'),
+    requestId: text('request_id'),
+    result: jsonb('result'),
+    error: jsonb('error'),
+    submittedAt: timestamp('submitted_at', { withTimezone: true }).notNull().defaultNow(),
+    finishedAt: timestamp('finished_at', { withTimezone: true }),
+  },
+  (t) => [
+    check('jobs_type_valid', sql`${t.type} in ('charge_sale', 'credit_approval')`),
+    check('jobs_status_valid', sql`${t.status} in ('queued', 'processing', 'succeeded', 'rejected', 'failed')`),
+    check(
+      'jobs_finished_iff_final',
+      sql`(${t.status} in ('succeeded', 'rejected', 'failed')) = (${t.finishedAt} is not null)`,
+    ),
+    check('jobs_idempotency_key_length', sql`length(${t.idempotencyKey}) between 1 and 255`),
+    // Two requests with one key can never both be accepted, even from two API processes at once.
+    unique('jobs_seller_idempotency_key_unique').on(t.sellerId, t.idempotencyKey),
+    index('jobs_unfinished_idx').on(t.partition, t.submittedAt).where(sql`${t.status} in ('queued', 'processing')`),
+    index('jobs_seller_idx').on(t.sellerId, t.id.desc()),
+  ],
+);

@@ -1,0 +1,50 @@
+import { sql } from 'drizzle-orm';
+import { bigint, check, index, pgTable, text, timestamp, uuid } from 'drizzle-orm/pg-core';
+import { creditRequests } from './credit-requests.ts';
+import { jobs } from './jobs.ts';
+import { sellers } from './sellers.ts';
+
+export const transactionTypes = ['charge_sale', 'credit_increase'] as const;
+export type TransactionType = (typeof transactionTypes)[number];
+
+/**
+ * The ledger. Append-only (a trigger refuses UPDATE, DELETE and TRUNCATE); a seller's balance is
+ * always the sum of its rows, and each row carries the balance it left behind.
+ */
+export const transactions = pgTable(
+  'transactions',
+  {
+    id: bigint('id', { mode: 'bigint' }).primaryKey().generatedAlwaysAsIdentity(),
+    sellerId: uuid('seller_id')
+      .notNull()
+      .references(() => sellers.id),
+    type: text('type', { enum: transactionTypes }).notNull(),
+    /** Signed: a sale is negative, a credit increase positive. */
+    amount: bigint('amount', { mode: 'bigint' }).notNull(),
+    balanceAfter: bigint('balance_after', { mode: 'bigint' }).notNull(),
+    /** The job that wrote the row; unique, so a redelivered job cannot write twice. */
+    jobId: uuid('job_id')
+      .notNull()
+      .unique('transactions_job_unique')
+      .references(() => jobs.id),
+    /** Unique, so one credit request can never be credited twice. */
+    creditRequestId: uuid('credit_request_id')
+      .unique('transactions_credit_request_unique')
+      .references(() => creditRequests.id),
+    phoneNumber: text('phone_number'),
+    description: text('description'),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [
+    check('transactions_type_valid', sql`${t.type} in ('charge_sale', 'credit_increase')`),
+    check(
+      'transactions_amount_sign',
+      sql`(${t.type} = 'charge_sale' and ${t.amount} < 0 and ${t.phoneNumber} is not null and ${t.creditRequestId} is null)
+       or (${t.type} = 'credit_increase' and ${t.amount} > 0 and ${t.creditRequestId} is not null and ${t.phoneNumber} is null)`,
+    ),
+    check('transactions_balance_after_non_negative', sql`${t.balanceAfter} >= 0`),
+    index('transactions_seller_idx').on(t.sellerId, t.id.desc()),
+    index('transactions_seller_type_idx').on(t.sellerId, t.type, t.id.desc()),
+    index('transactions_type_idx').on(t.type, t.id.desc()),
+  ],
+);

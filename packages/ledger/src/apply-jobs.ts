@@ -1,0 +1,307 @@
+import { creditRequests, jobs, sellers, type Tx, transactions } from '@cs/db';
+import { inArray, sql } from 'drizzle-orm';
+import {
+  type CreditRequestState,
+  decideCreditRequest,
+  decideSale,
+  type Refusal,
+  type SellerState,
+} from './decisions.ts';
+
+export type SaleJob = {
+  id: string;
+  type: 'charge_sale';
+  sellerId: string;
+  phoneNumber: string;
+  amount: bigint;
+};
+export type ApprovalJob = {
+  id: string;
+  type: 'credit_approval';
+  sellerId: string;
+  creditRequestId: string;
+  action: 'approve' | 'reject';
+  processedBy: string;
+};
+export type LedgerJob = SaleJob | ApprovalJob;
+
+export type FinalStatus = 'succeeded' | 'rejected' | 'failed';
+export interface JobOutcome {
+  jobId: string;
+  status: FinalStatus;
+  result: Record<string, unknown> | null;
+  error: Refusal | null;
+  /** True when the job had already taken effect earlier (a redelivery): nothing was written now. */
+  replayed: boolean;
+}
+
+/**
+ * Applies jobs in the given order inside the caller's transaction, with the same rules as if each
+ * had a transaction of its own: each job sees the balance its predecessors left, a refusal
+ * changes nothing and does not undo the others. Writes are set-based, so a batch costs a handful
+ * of statements whatever its size.
+ *
+ * Exactly-once in effect: the job rows are locked first and a job whose row is already final is
+ * skipped (it ran before and committed; this is a redelivery). Should that gate ever be passed
+ * twice, the ledger's unique job_id and credit_request_id refuse the second write.
+ */
+export async function applyJobs(tx: Tx, batch: readonly LedgerJob[]): Promise<JobOutcome[]> {
+  if (batch.length === 0) return [];
+  const jobRows = await tx
+    .select({ id: jobs.id, status: jobs.status, result: jobs.result, error: jobs.error })
+    .from(jobs)
+    .where(
+      inArray(
+        jobs.id,
+        batch.map((j) => j.id),
+      ),
+    )
+    .orderBy(jobs.id)
+    .for('update');
+  const recorded = new Map(jobRows.map((row) => [row.id, row]));
+
+  const sellerState = await lockSellers(tx, unique(batch.map((j) => j.sellerId)));
+  const requestState = await lockCreditRequests(
+    tx,
+    unique(batch.flatMap((j) => (j.type === 'credit_approval' ? [j.creditRequestId] : []))),
+  );
+
+  const outcomes: JobOutcome[] = [];
+  const ledger: LedgerRow[] = [];
+  const processed: ProcessedRequest[] = [];
+  const touchedSellers = new Set<string>();
+
+  for (const job of batch) {
+    const row = recorded.get(job.id);
+    if (!row) {
+      outcomes.push(failure(job.id, 'unknown_job', 'The job has no record; it was not applied'));
+      continue;
+    }
+    if (row.status === 'succeeded' || row.status === 'rejected' || row.status === 'failed') {
+      outcomes.push({
+        jobId: job.id,
+        status: row.status,
+        result: (row.result as Record<string, unknown> | null) ?? null,
+        error: (row.error as Refusal | null) ?? null,
+        replayed: true,
+      });
+      continue;
+    }
+    const seller = sellerState.get(job.sellerId);
+    if (!seller) {
+      outcomes.push(refused(job.id, { error: 'Seller not found', code: 'seller_not_found' }));
+      continue;
+    }
+    if (job.type === 'charge_sale') {
+      const decision = decideSale(seller, job.amount);
+      if (!decision.ok) {
+        outcomes.push(refused(job.id, decision.refusal));
+        continue;
+      }
+      seller.balance = decision.newBalance;
+      touchedSellers.add(seller.id);
+      ledger.push({
+        jobId: job.id,
+        sellerId: seller.id,
+        type: 'charge_sale',
+        amount: -job.amount,
+        balanceAfter: seller.balance,
+        phoneNumber: job.phoneNumber,
+        creditRequestId: null,
+        description: `Charge of ${job.amount} rials to ${job.phoneNumber}`,
+      });
+      outcomes.push({
+        jobId: job.id,
+        status: 'succeeded',
+        result: {
+          seller_id: seller.id,
+          phone_number: job.phoneNumber,
+          amount: job.amount.toString(),
+          new_balance: seller.balance.toString(),
+        },
+        error: null,
+        replayed: false,
+      });
+    } else {
+      const request = requestState.get(job.creditRequestId);
+      if (!request || request.sellerId !== seller.id) {
+        outcomes.push(refused(job.id, { error: 'Credit request not found', code: 'credit_request_not_found' }));
+        continue;
+      }
+      const decision = decideCreditRequest(seller, request, job.action);
+      if (!decision.ok) {
+        outcomes.push(refused(job.id, decision.refusal));
+        continue;
+      }
+      request.status = decision.status;
+      processed.push({ id: request.id, status: decision.status, processedBy: job.processedBy });
+      const result: Record<string, unknown> = {
+        credit_request_id: request.id,
+        seller_id: seller.id,
+        amount: request.amount.toString(),
+        status: decision.status,
+        new_balance: seller.balance.toString(),
+      };
+      if (decision.status === 'approved') {
+        seller.balance = decision.newBalance;
+        touchedSellers.add(seller.id);
+        result.new_balance = seller.balance.toString();
+        ledger.push({
+          jobId: job.id,
+          sellerId: seller.id,
+          type: 'credit_increase',
+          amount: request.amount,
+          balanceAfter: seller.balance,
+          phoneNumber: null,
+          creditRequestId: request.id,
+          description: `Credit request ${request.id} approved by ${job.processedBy}`,
+        });
+      }
+      outcomes.push({ jobId: job.id, status: 'succeeded', result, error: null, replayed: false });
+    }
+  }
+
+  await writeBalances(
+    tx,
+    [...touchedSellers].map((id) => sellerState.get(id) as SellerState),
+  );
+  const transactionIds = await writeLedger(tx, ledger);
+  await writePhoneTotals(tx, ledger);
+  await writeProcessedRequests(tx, processed);
+  for (const outcome of outcomes) {
+    const transactionId = transactionIds.get(outcome.jobId);
+    if (transactionId !== undefined && outcome.result) {
+      outcome.result = { transaction_id: transactionId, ...outcome.result };
+    }
+  }
+  await recordOutcomes(
+    tx,
+    outcomes.filter((o) => !o.replayed && recorded.has(o.jobId)),
+  );
+  return outcomes;
+}
+
+/**
+ * Records that a job could not be carried out at all (nothing was applied), unless it already
+ * reached a final state: a late failure must never overwrite a success.
+ */
+export async function recordFailure(tx: Tx, jobId: string, code: string, message: string): Promise<void> {
+  await tx.execute(sql`
+    update jobs set status = 'failed', error = ${JSON.stringify({ error: message, code })}::jsonb, finished_at = now()
+    where id = ${jobId} and status in ('queued', 'processing')`);
+}
+
+interface LedgerRow {
+  jobId: string;
+  sellerId: string;
+  type: 'charge_sale' | 'credit_increase';
+  amount: bigint;
+  balanceAfter: bigint;
+  phoneNumber: string | null;
+  creditRequestId: string | null;
+  description: string;
+}
+
+interface ProcessedRequest {
+  id: string;
+  status: 'approved' | 'rejected';
+  processedBy: string;
+}
+
+function unique(values: string[]): string[] {
+  return [...new Set(values)];
+}
+
+function refused(jobId: string, refusal: Refusal): JobOutcome {
+  return { jobId, status: 'rejected', result: null, error: refusal, replayed: false };
+}
+
+function failure(jobId: string, code: string, message: string): JobOutcome {
+  return { jobId, status: 'failed', result: null, error: { error: message, code }, replayed: false };
+}
+
+/** Locks in id order, so two transactions over overlapping sellers can never deadlock. */
+async function lockSellers(tx: Tx, ids: string[]): Promise<Map<string, SellerState>> {
+  const rows = await tx
+    .select({ id: sellers.id, balance: sellers.creditBalance, isActive: sellers.isActive })
+    .from(sellers)
+    .where(inArray(sellers.id, ids))
+    .orderBy(sellers.id)
+    .for('update');
+  return new Map(rows.map((row) => [row.id, { ...row }]));
+}
+
+async function lockCreditRequests(tx: Tx, ids: string[]): Promise<Map<string, CreditRequestState>> {
+  if (ids.length === 0) return new Map();
+  const rows = await tx
+    .select({
+      id: creditRequests.id,
+      sellerId: creditRequests.sellerId,
+      amount: creditRequests.amount,
+      status: creditRequests.status,
+    })
+    .from(creditRequests)
+    .where(inArray(creditRequests.id, ids))
+    .orderBy(creditRequests.id)
+    .for('update');
+  return new Map(rows.map((row) => [row.id, { ...row }]));
+}
+
+async function writeBalances(tx: Tx, changed: SellerState[]): Promise<void> {
+  if (changed.length === 0) return;
+  const rows = changed.map((s) => ({ id: s.id, balance: s.balance.toString() }));
+  await tx.execute(sql`
+    update sellers as s set credit_balance = v.balance::bigint
+    from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(id uuid, balance text)
+    where s.id = v.id`);
+}
+
+async function writeLedger(tx: Tx, rows: LedgerRow[]): Promise<Map<string, string>> {
+  if (rows.length === 0) return new Map();
+  const inserted = await tx
+    .insert(transactions)
+    .values(rows)
+    .returning({ id: transactions.id, jobId: transactions.jobId });
+  return new Map(inserted.map((row) => [row.jobId, row.id.toString()]));
+}
+
+/** One upsert per batch, totals summed per number first (a number may appear twice in a batch). */
+async function writePhoneTotals(tx: Tx, ledger: LedgerRow[]): Promise<void> {
+  const totals = new Map<string, { total: bigint; count: number }>();
+  for (const row of ledger) {
+    if (row.type !== 'charge_sale' || !row.phoneNumber) continue;
+    const entry = totals.get(row.phoneNumber) ?? { total: 0n, count: 0 };
+    entry.total += -row.amount;
+    entry.count += 1;
+    totals.set(row.phoneNumber, entry);
+  }
+  if (totals.size === 0) return;
+  const rows = [...totals]
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([number, t]) => ({ number, total: t.total.toString(), count: t.count }));
+  await tx.execute(sql`
+    insert into phone_numbers (number, total_charged, charge_count)
+    select v.number, v.total::bigint, v.count
+    from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(number text, total text, count bigint)
+    on conflict (number) do update set
+      total_charged = phone_numbers.total_charged + excluded.total_charged,
+      charge_count = phone_numbers.charge_count + excluded.charge_count`);
+}
+
+async function writeProcessedRequests(tx: Tx, processed: ProcessedRequest[]): Promise<void> {
+  if (processed.length === 0) return;
+  await tx.execute(sql`
+    update credit_requests as r set status = v.status, processed_by = v.processed_by, processed_at = now()
+    from jsonb_to_recordset(${JSON.stringify(processed.map((p) => ({ id: p.id, status: p.status, processed_by: p.processedBy })))}::jsonb)
+      as v(id uuid, status text, processed_by text)
+    where r.id = v.id and r.status = 'pending'`);
+}
+
+async function recordOutcomes(tx: Tx, outcomes: JobOutcome[]): Promise<void> {
+  if (outcomes.length === 0) return;
+  const rows = outcomes.map((o) => ({ id: o.jobId, status: o.status, result: o.result, error: o.error }));
+  await tx.execute(sql`
+    update jobs as j set status = v.status, result = v.result, error = v.error, finished_at = now()
+    from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(id uuid, status text, result jsonb, error jsonb)
+    where j.id = v.id`);
+}

@@ -1,0 +1,5 @@
+export * from './apply-jobs.ts';
+export * from './decisions.ts';
+export * from './money.ts';
+export * from './phone.ts';
+export * from './reconcile.ts';

@@ -1,0 +1,71 @@
+import type { JobsOptions } from 'bullmq';
+import { z } from 'zod';
+
+/** BullMQ job names; the job's type in the API is the same string. */
+export const JobName = {
+  chargeSale: 'charge_sale',
+  creditApproval: 'credit_approval',
+} as const;
+
+const uuid = z.uuid();
+const digits = z.string().regex(/^[1-9][0-9]*$/);
+
+export const chargeSalePayload = z.object({
+  type: z.literal(JobName.chargeSale),
+  jobId: uuid,
+  sellerId: uuid,
+  phoneNumber: z.string().regex(/^09[0-9]{9}$/),
+  /** Integer rials as a string of digits: JSON has no bigint. */
+  amount: digits,
+  requestId: z.string().optional(),
+});
+export type ChargeSalePayload = z.infer<typeof chargeSalePayload>;
+
+export const creditApprovalPayload = z.object({
+  type: z.literal(JobName.creditApproval),
+  jobId: uuid,
+  sellerId: uuid,
+  creditRequestId: uuid,
+  action: z.enum(['approve', 'reject']),
+  processedBy: z.string().min(1),
+  requestId: z.string().optional(),
+});
+export type CreditApprovalPayload = z.infer<typeof creditApprovalPayload>;
+
+/** What a queue job carries; the worker parses it before doing anything. */
+export const jobPayload = z.discriminatedUnion('type', [chargeSalePayload, creditApprovalPayload]);
+export type JobPayload = z.infer<typeof jobPayload>;
+
+/**
+ * Finished jobs leave Redis soon: their outcome lives in PostgreSQL. A few are kept for the
+ * dashboard. The worker retries transient failures in place (handing a job back would let a
+ * later job of the same seller overtake it); BullMQ's attempts only cover a worker that gave a
+ * job back while shutting down.
+ */
+export const defaultJobOptions: JobsOptions = {
+  attempts: 10,
+  backoff: { type: 'fixed', delay: 1000 },
+  removeOnComplete: { count: 1000 },
+  removeOnFail: { count: 5000 },
+};
+
+export const jobStatusValues = ['queued', 'processing', 'succeeded', 'rejected', 'failed'] as const;
+export type JobStatusValue = (typeof jobStatusValues)[number];
+
+/** The job resource of the HTTP contract, as stored and as pushed to API processes. */
+export interface JobResource {
+  job_id: string;
+  type: 'charge_sale' | 'credit_approval';
+  seller_id: string;
+  status: JobStatusValue;
+  submitted_at: string;
+  finished_at: string | null;
+  result: Record<string, unknown> | null;
+  error: Record<string, unknown> | null;
+}
+
+/** A status change, published by workers, consumed by API processes (wait, SSE). */
+export interface JobEvent {
+  job_id: string;
+  status: JobStatusValue;
+}

@@ -1,0 +1,3 @@
+export * from './contract.ts';
+export * from './partitions.ts';
+export * from './redis.ts';

@@ -1,0 +1,84 @@
+import { randomUUID } from 'node:crypto';
+import type postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { testSql } from './support/db.ts';
+
+/** The database is the backstop: these hold even when the application is bypassed. */
+describe('database constraints, with the application bypassed', () => {
+  let sql: postgres.Sql;
+  let sellerId: string;
+  let jobId: string;
+
+  beforeAll(async () => {
+    sql = testSql();
+    sellerId = randomUUID();
+    jobId = randomUUID();
+    await sql`insert into sellers (id, name, email, phone, api_key_hash, credit_balance)
+              values (${sellerId}, 'Direct', ${`${sellerId}@direct.test`}, '09120000000', ${`hash-${sellerId}`}, 1000)`;
+    await sql`insert into jobs (id, type, seller_id, partition, payload, status, finished_at)
+              values (${jobId}, 'charge_sale', ${sellerId}, 0, '{}', 'succeeded', now())`;
+    await sql`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number)
+              values (${sellerId}, 'charge_sale', -500, 500, ${jobId}, '09121111111')`;
+  });
+  afterAll(() => sql?.end());
+
+  it('refuses a negative balance', async () => {
+    await expect(sql`update sellers set credit_balance = -1 where id = ${sellerId}`).rejects.toMatchObject({
+      code: '23514',
+      constraint_name: 'sellers_credit_balance_non_negative',
+    });
+    await expect(
+      sql`update sellers set credit_balance = credit_balance - 1001 where id = ${sellerId}`,
+    ).rejects.toThrow();
+    const [row] = await sql`select credit_balance from sellers where id = ${sellerId}`;
+    expect(row?.credit_balance).toBe(1000n);
+  });
+
+  it('refuses to update, delete or truncate ledger rows', async () => {
+    await expect(sql`update transactions set amount = -1 where job_id = ${jobId}`).rejects.toThrow(/append-only/);
+    await expect(sql`delete from transactions where job_id = ${jobId}`).rejects.toThrow(/append-only/);
+    await expect(sql`truncate transactions`).rejects.toThrow(/append-only/);
+    const [row] = await sql`select amount from transactions where job_id = ${jobId}`;
+    expect(row?.amount).toBe(-500n);
+  });
+
+  it('refuses a second ledger row for the same job', async () => {
+    await expect(
+      sql`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number)
+          values (${sellerId}, 'charge_sale', -500, 0, ${jobId}, '09121111111')`,
+    ).rejects.toMatchObject({ code: '23505', constraint_name: 'transactions_job_unique' });
+  });
+
+  it('refuses a sale with a positive amount, a zero amount, or a negative balance_after', async () => {
+    for (const [amount, after] of [
+      [500, 1500],
+      [0, 1000],
+      [-500, -1],
+    ]) {
+      const otherJob = randomUUID();
+      await sql`insert into jobs (id, type, seller_id, partition, payload) values (${otherJob}, 'charge_sale', ${sellerId}, 0, '{}')`;
+      await expect(
+        sql`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number)
+            values (${sellerId}, 'charge_sale', ${amount!}, ${after!}, ${otherJob}, '09121111111')`,
+      ).rejects.toMatchObject({ code: '23514' });
+    }
+  });
+
+  it('refuses two sellers with the same email, whatever its case', async () => {
+    const email = `${randomUUID()}@case.test`;
+    await sql`insert into sellers (id, name, email, phone, api_key_hash) values (${randomUUID()}, 'A', ${email}, '09120000000', ${randomUUID()})`;
+    await expect(
+      sql`insert into sellers (id, name, email, phone, api_key_hash) values (${randomUUID()}, 'B', ${email.toUpperCase()}, '09120000000', ${randomUUID()})`,
+    ).rejects.toMatchObject({ code: '23505' });
+  });
+
+  it('refuses a reused idempotency key for one seller, and an unknown job status', async () => {
+    const insertJob = (key: string) =>
+      sql`insert into jobs (id, type, seller_id, partition, payload, idempotency_key) values (${randomUUID()}, 'charge_sale', ${sellerId}, 0, '{}', ${key})`;
+    await insertJob('key-1');
+    await expect(insertJob('key-1')).rejects.toMatchObject({ code: '23505' });
+    await expect(
+      sql`insert into jobs (id, type, seller_id, partition, payload, status) values (${randomUUID()}, 'charge_sale', ${sellerId}, 0, '{}', 'done')`,
+    ).rejects.toMatchObject({ code: '23514' });
+  });
+});

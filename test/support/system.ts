@@ -1,0 +1,135 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { inject } from 'vitest';
+
+const root = join(import.meta.dirname, '..', '..');
+let systems = 0;
+
+export const ADMIN_TOKEN = 'test-admin-token-0123456789';
+
+/** A free TCP port on loopback. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+export interface SystemOptions {
+  workers?: number;
+  env?: Record<string, string>;
+  databaseUrl?: string;
+  redisUrl?: string;
+}
+
+/**
+ * The real thing as separate processes: one API and N workers, with a Redis prefix of their own
+ * so that no other test's workers ever take their jobs.
+ */
+export class System {
+  readonly workers: ChildProcess[] = [];
+  private api: ChildProcess | undefined;
+  readonly baseUrl: string;
+  readonly env: Record<string, string>;
+  private readonly logs: string[] = [];
+
+  private constructor(port: number, env: Record<string, string>) {
+    this.baseUrl = `http://127.0.0.1:${port}`;
+    this.env = env;
+  }
+
+  static async start(options: SystemOptions = {}): Promise<System> {
+    const port = await freePort();
+    const env: Record<string, string> = {
+      ...(process.env as Record<string, string>),
+      NODE_ENV: 'test',
+      DATABASE_URL: options.databaseUrl ?? inject('databaseUrl'),
+      REDIS_URL: options.redisUrl ?? inject('redisUrl'),
+      REDIS_PREFIX: `${inject('redisPrefix')}-${process.pid}-${++systems}`,
+      ADMIN_TOKEN,
+      PORT: String(port),
+      LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
+      ...options.env,
+    };
+    const system = new System(port, env);
+    system.api = system.spawn('apps/api/src/index.ts', 'api');
+    for (let i = 0; i < (options.workers ?? 1); i++) system.startWorker();
+    await system.waitReady();
+    return system;
+  }
+
+  startWorker(extraEnv: Record<string, string> = {}): ChildProcess {
+    const worker = this.spawn('apps/worker/src/index.ts', `worker${this.workers.length}`, extraEnv);
+    this.workers.push(worker);
+    return worker;
+  }
+
+  /** kill -9: no shutdown, no cleanup, locks and leases left to expire. */
+  killWorker(index: number): void {
+    this.workers[index]?.kill('SIGKILL');
+  }
+
+  async stopWorker(index: number, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    const worker = this.workers[index];
+    if (!worker || worker.exitCode !== null) return worker?.exitCode ?? null;
+    worker.kill(signal);
+    return new Promise((resolve) => worker.once('exit', (code) => resolve(code)));
+  }
+
+  async stop(): Promise<void> {
+    const all = [this.api, ...this.workers].filter(
+      (p): p is ChildProcess => !!p && p.exitCode === null && p.signalCode === null,
+    );
+    await Promise.all(
+      all.map(
+        (p) =>
+          new Promise<void>((resolve) => {
+            const timer = setTimeout(() => p.kill('SIGKILL'), 10_000);
+            p.once('exit', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+            p.kill('SIGTERM');
+          }),
+      ),
+    );
+  }
+
+  /** The last lines the processes wrote, for a failing test's message. */
+  recentLogs(lines = 40): string {
+    return this.logs.slice(-lines).join('');
+  }
+
+  private spawn(entry: string, name: string, extraEnv: Record<string, string> = {}): ChildProcess {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(root, entry)], {
+      cwd: root,
+      env: { ...this.env, ...extraEnv },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const keep = (chunk: Buffer) => {
+      this.logs.push(`[${name}] ${chunk.toString()}`);
+      if (this.logs.length > 500) this.logs.splice(0, 100);
+      if (process.env.TEST_SHOW_LOGS) process.stderr.write(`[${name}] ${chunk}`);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    return child;
+  }
+
+  private async waitReady(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      try {
+        const res = await fetch(`${this.baseUrl}/readyz`);
+        if (res.ok) return;
+      } catch {}
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`API did not become ready:\n${this.recentLogs()}`);
+  }
+}
