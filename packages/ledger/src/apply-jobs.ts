@@ -300,8 +300,12 @@ async function writeProcessedRequests(tx: Tx, processed: ProcessedRequest[]): Pr
 async function recordOutcomes(tx: Tx, outcomes: JobOutcome[]): Promise<void> {
   if (outcomes.length === 0) return;
   const rows = outcomes.map((o) => ({ id: o.jobId, status: o.status, result: o.result, error: o.error }));
+  // started_at is the transaction's start (now()), finished_at the clock when its writes were
+  // done: two jobs of one seller whose spans overlap would mean two transactions ran at once.
   await tx.execute(sql`
-    update jobs as j set status = v.status, result = v.result, error = v.error, finished_at = now()
-    from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(id uuid, status text, result jsonb, error jsonb)
+    update jobs as j set status = v.status, result = v.result, error = v.error,
+      started_at = now(), finished_at = clock.ts
+    from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(id uuid, status text, result jsonb, error jsonb),
+      (select clock_timestamp() as ts) as clock
     where j.id = v.id`);
 }
