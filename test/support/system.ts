@@ -69,6 +69,15 @@ export class System {
     return worker;
   }
 
+  /** Sends a signal to the API process and resolves with its exit code. */
+  async stopApi(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    const api = this.api;
+    if (!api || api.exitCode !== null) return api?.exitCode ?? null;
+    const exited = new Promise<number | null>((resolve) => api.once('exit', resolve));
+    api.kill(signal);
+    return exited;
+  }
+
   /** kill -9: no shutdown, no cleanup, locks and leases left to expire. */
   killWorker(index: number): void {
     this.workers[index]?.kill('SIGKILL');

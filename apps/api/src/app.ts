@@ -6,7 +6,9 @@ import { authenticate } from './middleware/auth.ts';
 import { jsonBody } from './middleware/json-body.ts';
 import { registerChargeSaleRoutes } from './routes/charge-sales.ts';
 import { registerCreditRequestRoutes } from './routes/credit-requests.ts';
+import { openApiInfo, registerDocsRoutes } from './routes/docs.ts';
 import { registerHealthRoutes } from './routes/health.ts';
+import { registerJobStreamRoutes } from './routes/job-stream.ts';
 import { registerJobRoutes } from './routes/jobs.ts';
 import { registerPhoneNumberRoutes } from './routes/phone-numbers.ts';
 import { registerSellerRoutes } from './routes/sellers.ts';
@@ -36,29 +38,27 @@ export function createApp(deps: AppDeps) {
   app.onError(handleError);
   app.notFound((c) => c.json({ error: 'No such route', code: 'not_found' }, 404));
 
-  app.use('*', requestId({ headerName: 'X-Request-Id' }), async (c, next) => {
+  app.use('*', requestId({ headerName: 'X-Request-Id' }), deps.metrics.middleware, async (c, next) => {
     c.set('deps', deps);
     c.set('logger', deps.logger.child({ requestId: c.var.requestId }));
     await next();
   });
   registerHealthRoutes(app);
+  app.get('/metrics', async (c) =>
+    c.text(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType }),
+  );
 
   app.use('/api/*', authenticate, jsonBody);
   registerSellerRoutes(app);
   registerCreditRequestRoutes(app);
   registerChargeSaleRoutes(app);
   registerJobRoutes(app);
+  registerJobStreamRoutes(app);
   registerTransactionRoutes(app);
   registerPhoneNumberRoutes(app);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });
-  app.doc31('/openapi.json', {
-    openapi: '3.1.0',
-    info: {
-      title: 'Charge Sales API',
-      version: '1.0.0',
-      description: 'Sellers hold a credit balance, ask for credit, and sell phone charges paid from it.',
-    },
-  });
+  app.doc31('/openapi.json', openApiInfo);
+  registerDocsRoutes(app);
   return app;
 }

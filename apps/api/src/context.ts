@@ -3,6 +3,7 @@ import type { Database } from '@cs/db';
 import type { Logger } from 'pino';
 import type { JobEvents } from './services/job-events.ts';
 import type { JobQueues } from './services/job-queues.ts';
+import type { Metrics } from './services/metrics.ts';
 
 /** Who is calling: the operator, or one seller. */
 export type Caller = { role: 'admin'; name: string } | { role: 'seller'; sellerId: string };
@@ -14,6 +15,7 @@ export interface AppDeps {
   queues: JobQueues;
   jobEvents: JobEvents;
   logger: Logger;
+  metrics: Metrics;
   /** Answers whether Redis is reachable, for /readyz. */
   pingRedis: () => Promise<void>;
 }

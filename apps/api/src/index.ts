@@ -5,6 +5,7 @@ import { serve } from '@hono/node-server';
 import { createApp } from './app.ts';
 import { JobEvents } from './services/job-events.ts';
 import { JobQueues } from './services/job-queues.ts';
+import { Metrics } from './services/metrics.ts';
 
 const config = loadConfig();
 const logger = createLogger('api', config.LOG_LEVEL);
@@ -26,6 +27,7 @@ const app = createApp({
   queues,
   jobEvents,
   logger,
+  metrics: new Metrics({ db, queues, logger }, jobEvents),
   pingRedis: async () => {
     await redis.ping();
   },

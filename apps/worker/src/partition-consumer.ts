@@ -96,11 +96,21 @@ export class PartitionConsumer {
       while (this.held.length > 0) {
         const batch = this.held.splice(0, this.options.batchSize);
         const jobs = batch.map((h) => ({ id: h.job.id ?? '', data: h.job.data }));
-        await this.publish(jobs.map((j) => ({ job_id: j.id, status: 'processing' })));
+        // Not awaited: one connection keeps the events in order, and the batch need not wait.
+        void this.publish(jobs.map((j) => ({ job_id: j.id, status: 'processing' })));
         try {
           const outcomes = await this.options.processBatch(jobs);
           this.options.onOutcomes?.(outcomes);
-          await this.publish(outcomes.map((o) => ({ job_id: o.jobId, status: o.status })));
+          const committedAt = Date.now();
+          void this.publish(
+            outcomes.map((o, i) => ({
+              job_id: o.jobId,
+              status: o.status,
+              type: batch[i]?.job.name,
+              // Queued → committed, for the latency histogram; a replay took no new time.
+              latency_ms: o.replayed ? undefined : committedAt - (batch[i]?.job.timestamp ?? committedAt),
+            })),
+          );
           for (const [i, h] of batch.entries()) h.resolve(outcomes[i] as JobOutcome);
         } catch (error) {
           for (const h of batch) h.reject(error);

@@ -68,4 +68,7 @@ export interface JobResource {
 export interface JobEvent {
   job_id: string;
   status: JobStatusValue;
+  /** On final events: the job's type, and milliseconds from queued to committed. */
+  type?: string;
+  latency_ms?: number;
 }

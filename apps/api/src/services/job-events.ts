@@ -10,6 +10,7 @@ type Listener = (event: JobEvent) => void;
  */
 export class JobEvents {
   private readonly listeners = new Map<string, Set<Listener>>();
+  private readonly anyListeners: Listener[] = [];
 
   constructor(
     private readonly subscriber: Redis,
@@ -23,6 +24,7 @@ export class JobEvents {
       if (from !== channel) return;
       try {
         for (const event of JSON.parse(message) as JobEvent[]) {
+          for (const listener of this.anyListeners) listener(event);
           for (const listener of this.listeners.get(event.job_id) ?? []) listener(event);
         }
       } catch (err) {
@@ -30,6 +32,11 @@ export class JobEvents {
       }
     });
     await this.subscriber.subscribe(channel);
+  }
+
+  /** Calls `listener` on every change of every job, for the life of the process. */
+  onAny(listener: Listener): void {
+    this.anyListeners.push(listener);
   }
 
   /** Calls `listener` on each change of the job until the returned function is called. */

@@ -1,0 +1,91 @@
+import { reconcile } from '@cs/ledger';
+import { createMiddleware } from 'hono/factory';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { AppDeps, AppEnv } from '../context.ts';
+import type { JobEvents } from './job-events.ts';
+
+/** How long a reconciliation of every seller is reused: it reads the whole ledger. */
+const RECONCILE_EVERY_MS = 60_000;
+
+/**
+ * Prometheus metrics of the deployment as this API process sees it. Job outcomes and latencies
+ * come from the workers' job events, which every API process receives: scrape one API process
+ * for them (or take max, not sum, across processes).
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly http = new Histogram({
+    name: 'http_request_duration_seconds',
+    help: 'HTTP requests by method, route and status',
+    labelNames: ['method', 'route', 'status'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+  private readonly jobs = new Counter({
+    name: 'jobs_finished_total',
+    help: 'Jobs that reached a final status, by type and outcome',
+    labelNames: ['type', 'outcome'],
+    registers: [this.registry],
+  });
+  private readonly latency = new Histogram({
+    name: 'job_latency_seconds',
+    help: 'Time from a job being queued to its outcome being committed',
+    labelNames: ['type'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  private lastReconcile = { at: 0, unreconciled: 0 };
+
+  constructor(deps: Pick<AppDeps, 'db' | 'queues' | 'logger'>, jobEvents: JobEvents) {
+    collectDefaultMetrics({ register: this.registry });
+    jobEvents.onAny((event) => {
+      if (event.status !== 'succeeded' && event.status !== 'rejected' && event.status !== 'failed') return;
+      const type = event.type ?? 'unknown';
+      this.jobs.inc({ type, outcome: event.status });
+      if (event.latency_ms !== undefined) this.latency.observe({ type }, event.latency_ms / 1000);
+    });
+    const queues = deps.queues;
+    new Gauge({
+      name: 'queue_jobs',
+      help: 'Jobs in each partition queue, by state',
+      labelNames: ['partition', 'state'],
+      registers: [this.registry],
+      async collect() {
+        await Promise.all(
+          Array.from({ length: queues.partitions }, async (_, partition) => {
+            const counts = await queues.queue(partition).getJobCounts('wait', 'active', 'delayed');
+            for (const [state, count] of Object.entries(counts))
+              this.set({ partition: String(partition), state }, count);
+          }),
+        ).catch((err: unknown) => deps.logger.warn({ err }, 'queue depth unavailable'));
+      },
+    });
+    const self = this;
+    new Gauge({
+      name: 'sellers_unreconciled',
+      help: 'Sellers whose balance differs from their ledger (alert when above 0)',
+      registers: [this.registry],
+      async collect() {
+        if (Date.now() - self.lastReconcile.at > RECONCILE_EVERY_MS) {
+          try {
+            const checks = await reconcile(deps.db);
+            self.lastReconcile = { at: Date.now(), unreconciled: checks.filter((c) => !c.isReconciled).length };
+          } catch (err) {
+            deps.logger.warn({ err }, 'reconciliation for metrics failed');
+          }
+        }
+        this.set(self.lastReconcile.unreconciled);
+      },
+    });
+  }
+
+  /** Times every request, labelled by its route pattern (not its path, which would explode labels). */
+  readonly middleware = createMiddleware<AppEnv>(async (c, next) => {
+    const end = this.http.startTimer();
+    try {
+      await next();
+    } finally {
+      end({ method: c.req.method, route: c.req.routePath, status: String(c.res.status) });
+    }
+  });
+}

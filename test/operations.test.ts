@@ -1,0 +1,205 @@
+import { spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { migrateDatabase } from '@cs/db';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { testSql } from './support/db.ts';
+import { balanceOf, createSeller, fundSeller, waitForJob } from './support/factories.ts';
+import { Client } from './support/http.ts';
+import { ADMIN_TOKEN, System } from './support/system.ts';
+
+interface SseEvent {
+  event: string;
+  data: any;
+}
+
+/** Reads a whole event stream until the server closes it. */
+async function readEvents(url: string, token: string, timeoutMs = 30_000): Promise<SseEvent[]> {
+  const res = await fetch(url, {
+    headers: { authorization: `Bearer ${token}` },
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  expect(res.headers.get('content-type')).toContain('text/event-stream');
+  const text = await res.text();
+  return text
+    .split('\n\n')
+    .filter((block) => block.includes('data:'))
+    .map((block) => {
+      const lines = block.split('\n');
+      return {
+        event:
+          lines
+            .find((l) => l.startsWith('event:'))
+            ?.slice(6)
+            .trim() ?? 'message',
+        data: JSON.parse(
+          lines
+            .filter((l) => l.startsWith('data:'))
+            .map((l) => l.slice(5).trim())
+            .join('\n'),
+        ),
+      };
+    });
+}
+
+describe('operations: pushed results, metrics, OpenAPI, health, reconcile', () => {
+  let system: System;
+  let client: Client;
+
+  beforeAll(async () => {
+    system = await System.start({ workers: 1 });
+    client = new Client(system.baseUrl);
+  });
+  afterAll(() => system?.stop());
+
+  it('streams a job from queued to its final state, and closes after it', async () => {
+    const seller = await createSeller(client);
+    await fundSeller(client, seller, 10_000);
+    // Stop the worker so the job is still queued when the stream opens.
+    await system.stopWorker(0);
+    const sale = await client.post('/api/charge-sales', {
+      token: seller.apiKey,
+      body: { seller_id: seller.id, phone_number: '09121234567', amount: 2500 },
+    });
+    const stream = readEvents(`${system.baseUrl}/api/jobs/${sale.body.job_id}/events`, seller.apiKey);
+    await new Promise((r) => setTimeout(r, 500));
+    system.startWorker();
+    const events = await stream;
+    const statuses = events.map((e) => e.data.status);
+    expect(statuses[0]).toBe('queued');
+    expect(statuses.at(-1)).toBe('succeeded');
+    expect(new Set(statuses).size).toBe(statuses.length);
+    expect(events.at(-1)?.data.result.new_balance).toBe('7500');
+  });
+
+  it('sends the final state at once to a client that connects after the job finished', async () => {
+    const seller = await createSeller(client);
+    const sale = await client.post('/api/charge-sales', {
+      token: seller.apiKey,
+      body: { seller_id: seller.id, phone_number: '09121234567', amount: 2500 },
+    });
+    await waitForJob(client, sale.body.job_id);
+    const events = await readEvents(`${system.baseUrl}/api/jobs/${sale.body.job_id}/events`, ADMIN_TOKEN, 5000);
+    expect(events).toHaveLength(1);
+    expect(events[0]?.data).toMatchObject({
+      status: 'rejected',
+      error: { code: 'insufficient_balance', shortage: '2500' },
+    });
+  });
+
+  it("refuses another seller's event stream with 403 and an unknown job with 404", async () => {
+    const owner = await createSeller(client);
+    const other = await createSeller(client);
+    const sale = await client.post('/api/charge-sales', {
+      token: owner.apiKey,
+      body: { seller_id: owner.id, phone_number: '09121234567', amount: 1 },
+    });
+    expect((await client.get(`/api/jobs/${sale.body.job_id}/events`, { token: other.apiKey })).status).toBe(403);
+    expect((await client.get('/api/jobs/nope/events', { token: ADMIN_TOKEN })).status).toBe(404);
+  });
+
+  it('exposes jobs, latency, queue depth, HTTP timings and unreconciled sellers as Prometheus metrics', async () => {
+    const seller = await createSeller(client);
+    await fundSeller(client, seller, 5000);
+    await client.post('/api/charge-sales', {
+      token: seller.apiKey,
+      headers: { prefer: 'wait=10' },
+      body: { seller_id: seller.id, phone_number: '09121234567', amount: 1000 },
+    });
+    const res = await fetch(`${system.baseUrl}/metrics`);
+    const text = await res.text();
+    expect(res.headers.get('content-type')).toContain('text/plain');
+    expect(text).toMatch(/jobs_finished_total\{type="charge_sale",outcome="succeeded"\} [1-9]/);
+    expect(text).toMatch(/jobs_finished_total\{type="credit_approval",outcome="succeeded"\} [1-9]/);
+    expect(text).toMatch(/job_latency_seconds_count\{type="charge_sale"\} [1-9]/);
+    expect(text).toMatch(/queue_jobs\{partition="15",state="wait"\} \d+/);
+    expect(text).toMatch(
+      /http_request_duration_seconds_count\{method="POST",route="\/api\/charge-sales",status="200"\} [1-9]/,
+    );
+    expect(text).toMatch(/^sellers_unreconciled 0$/m);
+  });
+
+  it('documents every route of the app in /openapi.json, and renders it at /docs', async () => {
+    const doc = (await client.get('/openapi.json')).body;
+    const documented = new Set(
+      Object.entries(doc.paths as Record<string, object>).flatMap(([path, methods]) =>
+        Object.keys(methods).map((m) => `${m.toUpperCase()} ${path}`),
+      ),
+    );
+    for (const route of [
+      'POST /api/sellers',
+      'GET /api/sellers',
+      'GET /api/sellers/{id}',
+      'PATCH /api/sellers/{id}',
+      'GET /api/sellers/{id}/balance',
+      'GET /api/sellers/{id}/transactions',
+      'GET /api/sellers/{id}/reconcile',
+      'POST /api/credit-requests',
+      'GET /api/credit-requests',
+      'POST /api/credit-requests/{id}/process',
+      'POST /api/charge-sales',
+      'GET /api/jobs/{id}',
+      'GET /api/jobs/{id}/events',
+      'GET /api/transactions',
+      'GET /api/phone-numbers',
+      'GET /api/phone-numbers/{number}',
+    ]) {
+      expect(documented, route).toContain(route);
+    }
+    const page = await fetch(`${system.baseUrl}/docs`);
+    expect(page.headers.get('content-type')).toContain('text/html');
+    const html = await page.text();
+    for (const route of documented) expect(html).toContain(route.split(' ')[1]);
+  });
+
+  it('answers /healthz and /readyz without a token', async () => {
+    expect((await client.get('/healthz')).status).toBe(200);
+    const ready = await client.get('/readyz');
+    expect(ready.status).toBe(200);
+    expect(ready.body.checks).toEqual({ postgres: 'ok', redis: 'ok' });
+  });
+
+  it('npm run reconcile checks every seller and exits 0 when all reconcile', async () => {
+    const seller = await createSeller(client);
+    await fundSeller(client, seller, 1234);
+    expect(await balanceOf(client, seller.id)).toBe(1234n);
+    const run = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', join(import.meta.dirname, '..', 'scripts', 'reconcile.ts')],
+      {
+        env: { ...process.env, DATABASE_URL: system.env.DATABASE_URL },
+        encoding: 'utf8',
+      },
+    );
+    expect(run.stdout).toMatch(/reconciled \d+ sellers/);
+    expect(run.stdout).toContain('all sellers reconcile');
+    expect(run.status).toBe(0);
+  });
+
+  it('npm run reconcile names a seller whose balance differs from its ledger and exits 1', async () => {
+    const url = new URL(system.env.DATABASE_URL!);
+    url.pathname = `${url.pathname}_unreconciled`;
+    await migrateDatabase(url.toString());
+    const sql = testSql(url.toString());
+    try {
+      const id = randomUUID();
+      await sql`insert into sellers (id, name, email, phone, api_key_hash, credit_balance)
+                values (${id}, 'Tampered', ${`${id}@t.test`}, '09120000000', ${id}, 5000)`;
+      const run = spawnSync(
+        process.execPath,
+        ['--import', 'tsx', join(import.meta.dirname, '..', 'scripts', 'reconcile.ts')],
+        {
+          env: { ...process.env, DATABASE_URL: url.toString() },
+          encoding: 'utf8',
+        },
+      );
+      expect(run.stdout).toContain(`UNRECONCILED seller ${id}: balance 5000, ledger sum 0, difference 5000`);
+      expect(run.status).toBe(1);
+    } finally {
+      await sql.end();
+      const admin = testSql();
+      await admin.unsafe(`drop database if exists "${url.pathname.slice(1)}" with (force)`);
+      await admin.end();
+    }
+  });
+});
