@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { JobEvents } from './services/job-events.ts';
 import type { JobQueues } from './services/job-queues.ts';
 import type { Metrics } from './services/metrics.ts';
+import type { JobSubmitter } from './services/submit-job.ts';
 
 /** Who is calling: the operator, or one seller. */
 export type Caller = { role: 'admin'; name: string } | { role: 'seller'; sellerId: string };
@@ -13,6 +14,7 @@ export interface AppDeps {
   config: Config;
   db: Database;
   queues: JobQueues;
+  submitter: JobSubmitter;
   jobEvents: JobEvents;
   logger: Logger;
   metrics: Metrics;

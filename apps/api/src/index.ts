@@ -6,6 +6,7 @@ import { createApp } from './app.ts';
 import { JobEvents } from './services/job-events.ts';
 import { JobQueues } from './services/job-queues.ts';
 import { Metrics } from './services/metrics.ts';
+import { JobSubmitter } from './services/submit-job.ts';
 
 const config = loadConfig();
 const logger = createLogger('api', config.LOG_LEVEL);
@@ -25,6 +26,7 @@ const app = createApp({
   config,
   db,
   queues,
+  submitter: new JobSubmitter(db, queues, logger),
   jobEvents,
   logger,
   metrics: new Metrics({ db, queues, logger }, jobEvents),

@@ -182,13 +182,15 @@ export async function applyJobs(tx: Tx, batch: readonly LedgerJob[]): Promise<Jo
 }
 
 /**
- * Records that a job could not be carried out at all (nothing was applied), unless it already
- * reached a final state: a late failure must never overwrite a success.
+ * Records that jobs could not be carried out at all (nothing was applied), except those that
+ * already reached a final state: a late failure must never overwrite a success.
  */
-export async function recordFailure(tx: Tx, jobId: string, code: string, message: string): Promise<void> {
+export async function recordFailure(tx: Tx, jobIds: string | string[], code: string, message: string): Promise<void> {
+  const ids = Array.isArray(jobIds) ? jobIds : [jobIds];
+  if (ids.length === 0) return;
   await tx.execute(sql`
     update jobs set status = 'failed', error = ${JSON.stringify({ error: message, code })}::jsonb, finished_at = now()
-    where id = ${jobId} and status in ('queued', 'processing')`);
+    where id = any(${`{${ids.join(',')}}`}::uuid[]) and status in ('queued', 'processing')`);
 }
 
 interface LedgerRow {
