@@ -47,24 +47,24 @@ export interface JobOutcome {
  */
 export async function applyJobs(tx: Tx, batch: readonly LedgerJob[]): Promise<JobOutcome[]> {
   if (batch.length === 0) return [];
-  const jobRows = await tx
-    .select({ id: jobs.id, status: jobs.status, result: jobs.result, error: jobs.error })
-    .from(jobs)
-    .where(
-      inArray(
-        jobs.id,
-        batch.map((j) => j.id),
-      ),
-    )
-    .orderBy(jobs.id)
-    .for('update');
+  // Statements sent together are pipelined on the transaction's connection and still run in
+  // the order sent, so locks are always taken jobs → sellers → credit requests.
+  const [jobRows, sellerState, requestState] = await Promise.all([
+    tx
+      .select({ id: jobs.id, status: jobs.status, result: jobs.result, error: jobs.error })
+      .from(jobs)
+      .where(
+        inArray(
+          jobs.id,
+          batch.map((j) => j.id),
+        ),
+      )
+      .orderBy(jobs.id)
+      .for('update'),
+    lockSellers(tx, unique(batch.map((j) => j.sellerId))),
+    lockCreditRequests(tx, unique(batch.flatMap((j) => (j.type === 'credit_approval' ? [j.creditRequestId] : [])))),
+  ]);
   const recorded = new Map(jobRows.map((row) => [row.id, row]));
-
-  const sellerState = await lockSellers(tx, unique(batch.map((j) => j.sellerId)));
-  const requestState = await lockCreditRequests(
-    tx,
-    unique(batch.flatMap((j) => (j.type === 'credit_approval' ? [j.creditRequestId] : []))),
-  );
 
   const outcomes: JobOutcome[] = [];
   const ledger: LedgerRow[] = [];
@@ -161,13 +161,15 @@ export async function applyJobs(tx: Tx, batch: readonly LedgerJob[]): Promise<Jo
     }
   }
 
-  await writeBalances(
-    tx,
-    [...touchedSellers].map((id) => sellerState.get(id) as SellerState),
-  );
-  const transactionIds = await writeLedger(tx, ledger);
-  await writePhoneTotals(tx, ledger);
-  await writeProcessedRequests(tx, processed);
+  const [, transactionIds] = await Promise.all([
+    writeBalances(
+      tx,
+      [...touchedSellers].map((id) => sellerState.get(id) as SellerState),
+    ),
+    writeLedger(tx, ledger),
+    writePhoneTotals(tx, ledger),
+    writeProcessedRequests(tx, processed),
+  ]);
   for (const outcome of outcomes) {
     const transactionId = transactionIds.get(outcome.jobId);
     if (transactionId !== undefined && outcome.result) {
