@@ -25,9 +25,20 @@ const code = await new Promise((resolve) => migrate.on('exit', resolve));
 if (code !== 0) process.exit(code ?? 1);
 
 const children = [run('start:api'), run('start:worker')];
-console.log(`\nCharge Sales is starting on http://127.0.0.1:${env.PORT}`);
+
+// The banner comes once the API answers, so it is not lost among the processes' start-up logs.
+const baseUrl = `http://127.0.0.1:${env.PORT}`;
+for (let i = 0; i < 300; i++) {
+  const ready = await fetch(`${baseUrl}/readyz`).then(
+    (r) => r.ok,
+    () => false,
+  );
+  if (ready) break;
+  await new Promise((r) => setTimeout(r, 100));
+}
+console.log(`\nCharge Sales runs on ${baseUrl}  (API reference: ${baseUrl}/docs, operator pages: ${baseUrl}/admin)`);
 console.log(`Admin token: ${env.ADMIN_TOKEN}`);
-console.log(`Try: curl -H "Authorization: Bearer ${env.ADMIN_TOKEN}" http://127.0.0.1:${env.PORT}/api/sellers\n`);
+console.log(`Try: curl -H "Authorization: Bearer ${env.ADMIN_TOKEN}" ${baseUrl}/api/sellers\n`);
 
 let stopping = false;
 const stop = () => {
