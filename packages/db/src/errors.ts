@@ -14,10 +14,27 @@ const unavailableCodes = new Set([
   '53300', // too_many_connections
 ]);
 
+/**
+ * The driver's error code, looked for along the `cause` chain: Drizzle wraps the driver's error
+ * (`DrizzleQueryError`, the original as its cause), and judged by the wrapper alone an outage
+ * would read as a bad query.
+ */
+export function databaseErrorCode(error: unknown): string | undefined {
+  for (
+    let e = error, depth = 0;
+    e && typeof e === 'object' && depth < 5;
+    e = (e as { cause?: unknown }).cause, depth++
+  ) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+  }
+  return undefined;
+}
+
 /** True when the error says PostgreSQL could not be reached, as opposed to a query it refused. */
 export function isDatabaseUnavailable(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code !== 'string') return false;
+  const code = databaseErrorCode(error);
+  if (code === undefined) return false;
   return unavailableCodes.has(code) || code.startsWith('08');
 }
 
