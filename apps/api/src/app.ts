@@ -1,5 +1,6 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { requestId } from 'hono/request-id';
+import { registerAdminRoutes } from './admin/index.ts';
 import type { AppDeps, AppEnv } from './context.ts';
 import { ApiError, handleError } from './errors.ts';
 import { authenticate } from './middleware/auth.ts';
@@ -20,7 +21,8 @@ function validationHook(result: { success: boolean; error?: unknown; target?: st
   const issues =
     (result.error as { issues?: Array<{ path: PropertyKey[]; message: string; code?: string; keys?: string[] }> })
       .issues ?? [];
-  const fields: Record<string, string> = {};
+  // No prototype: a field named `__proto__` must be named, not set the object's prototype.
+  const fields: Record<string, string> = Object.create(null);
   for (const issue of issues) {
     if (issue.code === 'unrecognized_keys' && issue.keys) {
       for (const key of issue.keys) fields[key] = 'is not a field of this request';
@@ -56,6 +58,7 @@ export function createApp(deps: AppDeps) {
   registerJobStreamRoutes(app);
   registerTransactionRoutes(app);
   registerPhoneNumberRoutes(app);
+  registerAdminRoutes(app, deps);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });
   app.doc31('/openapi.json', openApiInfo);

@@ -8,6 +8,7 @@ import type { AppEnv } from './context.ts';
 const statusOf = {
   validation_error: 400,
   invalid_json: 400,
+  malformed_request: 400,
   unauthorized: 401,
   forbidden: 403,
   seller_inactive: 403,
@@ -16,6 +17,7 @@ const statusOf = {
   already_processed: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
+  headers_too_large: 431,
   idempotency_key_reused: 422,
   service_unavailable: 503,
   internal_error: 500,
@@ -41,6 +43,20 @@ export class ApiError extends Error {
 export const notFound = (what: string) => new ApiError('not_found', `${what} not found`);
 export const forbidden = (message = 'You may not do this') => new ApiError('forbidden', message);
 
+/**
+ * The code of an error raised by Hono or a library (the body limit, the media type gate) rather
+ * than by us, so that a 4xx never reads as an internal error.
+ */
+const codeOfLibraryStatus: Partial<Record<number, ErrorCode>> = {
+  400: 'validation_error',
+  401: 'unauthorized',
+  403: 'forbidden',
+  404: 'not_found',
+  413: 'payload_too_large',
+  415: 'unsupported_media_type',
+  503: 'service_unavailable',
+};
+
 function isRedisUnavailable(error: unknown): boolean {
   const message = (error as Error | null)?.message ?? '';
   return (
@@ -56,16 +72,14 @@ export function handleError(error: Error, c: Context<AppEnv>) {
     return c.json({ error: error.message, code: error.code, ...error.details }, error.status);
   }
   if (error instanceof HTTPException) {
-    const status = error.status;
-    const code: ErrorCode =
-      status === 413
-        ? 'payload_too_large'
-        : status === 401
-          ? 'unauthorized'
-          : status === 400
-            ? 'validation_error'
-            : 'internal_error';
-    return c.json({ error: error.message || 'Request refused', code }, status as ContentfulStatusCode);
+    const status = error.status as ContentfulStatusCode;
+    return c.json(
+      {
+        error: error.message || 'Request refused',
+        code: codeOfLibraryStatus[status] ?? (status < 500 ? 'validation_error' : 'internal_error'),
+      },
+      status,
+    );
   }
   if (isDatabaseUnavailable(error) || isRedisUnavailable(error)) {
     c.var.logger?.warn({ err: error.message }, 'dependency unavailable');

@@ -3,6 +3,7 @@ import { createDb } from '@cs/db';
 import { createRedis } from '@cs/queue';
 import { serve } from '@hono/node-server';
 import { createApp } from './app.ts';
+import { ApiError } from './errors.ts';
 import { JobEvents } from './services/job-events.ts';
 import { JobQueues } from './services/job-queues.ts';
 import { Metrics } from './services/metrics.ts';
@@ -36,6 +37,19 @@ const app = createApp({
 });
 const server = serve({ fetch: app.fetch, port: config.PORT, hostname: '0.0.0.0' }, (info) => {
   logger.info({ port: info.port }, 'api listening');
+});
+// Requests Node refuses before they reach the app (headers over 16 KiB, malformed HTTP) still
+// get the contract's JSON error instead of an empty body.
+server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+  if (!socket.writable) return socket.destroy();
+  const error =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? new ApiError('headers_too_large', 'The request headers are larger than 16 KiB')
+      : new ApiError('malformed_request', 'The request is not valid HTTP');
+  const body = JSON.stringify({ error: error.message, code: error.code });
+  socket.end(
+    `HTTP/1.1 ${error.status} ${error.code}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 });
 
 let stopping = false;

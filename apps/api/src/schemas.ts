@@ -37,7 +37,12 @@ const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 /** True for a well-formed id; a malformed one matches nothing, so routes answer 404 for it. */
 export const isUuid = (value: string) => uuidPattern.test(value);
 
-export const idSchema = z.string().regex(uuidPattern, 'must be an id').openapi({ format: 'uuid' });
+/** An id in a query: lower-cased, as ids are stored, so that a caller's own id in capitals is still theirs. */
+export const idSchema = z
+  .string()
+  .regex(uuidPattern, 'must be an id')
+  .transform((id) => id.toLowerCase())
+  .openapi({ format: 'uuid' });
 export const pathId = z.object({ id: z.string().openapi({ param: { name: 'id', in: 'path' }, format: 'uuid' }) });
 
 export const paginationQuery = {

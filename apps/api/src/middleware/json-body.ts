@@ -5,8 +5,20 @@ import { ApiError } from '../errors.ts';
 
 export const MAX_BODY_BYTES = 64 * 1024;
 
-/** A JSON string, or a JSON number literal. */
-const token = /"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
+/**
+ * `application/json`, with optional `name=value` parameters: exactly what the route validators
+ * accept. Anything looser here would let through a body that they then refuse with an error of
+ * their own instead of this middleware's 415.
+ */
+const jsonMediaType = /^application\/json(?:;\s*[a-zA-Z0-9-]+=[^;]+)*$/i;
+
+/**
+ * A JSON string, or a JSON number literal. An unterminated string runs to the end of the text
+ * (such a body is refused anyway): were it allowed to fail, every later quote would start a new
+ * attempt that scans to the end again, and a 64 KiB body of `\"` would hold the event loop for
+ * seconds.
+ */
+const token = /"(?:[^"\\]|\\[\s\S])*"?|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
 
 /**
  * Parses a JSON body once for every route. A number literal with a fraction or an exponent
@@ -18,6 +30,8 @@ export function quoteNonIntegerNumbers(text: string): string {
   return text.replace(token, (t) => (t.startsWith('"') || !/[.eE]/.test(t) ? t : JSON.stringify(t)));
 }
 
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
 const limit = bodyLimit({
   maxSize: MAX_BODY_BYTES,
   onError: () => {
@@ -28,18 +42,39 @@ const limit = bodyLimit({
 export const jsonBody = createMiddleware<AppEnv>(async (c, next) => {
   if (c.req.method !== 'POST' && c.req.method !== 'PATCH' && c.req.method !== 'PUT') return next();
   return limit(c, async () => {
-    const type = c.req.header('content-type') ?? '';
-    if (!/^application\/json\s*(;|$)/i.test(type)) {
+    if (!jsonMediaType.test(c.req.header('content-type') ?? '')) {
       throw new ApiError('unsupported_media_type', 'The body must be JSON (Content-Type: application/json)');
     }
-    const text = quoteNonIntegerNumbers(await c.req.text());
+    let raw: string;
     try {
-      JSON.parse(text);
+      // JSON travels as UTF-8; bytes that are not would otherwise be read as U+FFFD and stored
+      // other than they were sent.
+      raw = utf8.decode(await c.req.arrayBuffer());
+    } catch {
+      throw new ApiError('invalid_json', 'The body is not valid UTF-8');
+    }
+    let body: unknown;
+    try {
+      // The text as sent must be JSON: quoting numbers first would turn `01.5`, which is not
+      // JSON, into a string that is.
+      body = JSON.parse(raw);
     } catch {
       throw new ApiError('invalid_json', 'The body is not valid JSON');
     }
-    // The route validators read the body through c.req.json(), which parses Hono's cached text.
-    (c.req.bodyCache as { text?: Promise<string> }).text = Promise.resolve(text);
+    // No request has such a field. Copied into an ordinary object, as the list of offending
+    // fields is, it would set that object's prototype instead of naming the field; copied by
+    // any later code, it would do the same to that code's object. Deeper in the body it is only
+    // part of a value, which no field of ours accepts as an object.
+    if (typeof body === 'object' && body !== null && Object.hasOwn(body, '__proto__')) {
+      throw new ApiError('validation_error', 'Invalid request: __proto__', {
+        fields: Object.fromEntries([['__proto__', 'is not a field of this request']]),
+      });
+    }
+    // The route validators read the body through c.req.json(), which parses Hono's cached text:
+    // this text, and nothing else of the body is left for anyone to read.
+    const cache = c.req.bodyCache as { text?: Promise<string>; arrayBuffer?: Promise<ArrayBuffer> };
+    delete cache.arrayBuffer;
+    cache.text = Promise.resolve(quoteNonIntegerNumbers(raw));
     await next();
   });
 });

@@ -49,7 +49,8 @@ export function registerPhoneNumberRoutes(app: OpenAPIHono<AppEnv>) {
 
   app.openapi(getPhoneNumber, async (c) => {
     requireAdmin(c.var.caller);
-    const number = normalisePhone(decodeURIComponent(c.req.valid('param').number));
+    // The path parameter is decoded once already; decoding again would read `%25` as a lone `%`.
+    const number = normalisePhone(c.req.valid('param').number);
     if (!number) throw notFound('Phone number');
     const [row] = await c.var.deps.db.select().from(phoneNumbers).where(eq(phoneNumbers.number, number));
     if (!row) throw notFound('Phone number');

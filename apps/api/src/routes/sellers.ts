@@ -24,9 +24,23 @@ import {
 import { DEFAULT_LIMIT, decodeCursor, page } from '../services/pagination.ts';
 import { sellerView, transactionView } from '../services/views.ts';
 
+/**
+ * PostgreSQL text cannot hold U+0000 (the insert fails), and an unpaired surrogate reaches it as
+ * U+FFFD: a name is refused rather than stored other than it was sent. Other control characters
+ * have no place in a name shown on pages and in logs.
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it finds
+const unprintable = /[\u0000-\u001f\u007f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+const isPrintableText = (value: string) => !unprintable.test(value);
+
 const createSellerBody = z
   .strictObject({
-    name: z.string().trim().min(1).max(200),
+    name: z
+      .string()
+      .trim()
+      .min(1)
+      .max(200)
+      .refine(isPrintableText, 'must be printable text, without control characters or unpaired surrogates'),
     email: z.email().max(320),
     phone: phoneSchema,
   })
@@ -222,4 +236,6 @@ export function registerSellerRoutes(app: OpenAPIHono<AppEnv>) {
   });
 }
 
-export const isBigintId = (key: string) => /^[1-9][0-9]{0,18}$/.test(key);
+const MAX_BIGINT_ID = 2n ** 63n - 1n;
+/** A key of a list ordered by a PostgreSQL bigint: beyond its range the query itself would fail. */
+export const isBigintId = (key: string) => /^[1-9][0-9]{0,18}$/.test(key) && BigInt(key) <= MAX_BIGINT_ID;
