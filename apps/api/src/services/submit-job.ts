@@ -72,9 +72,12 @@ export class JobSubmitter {
   }
 
   private async acceptAll(items: Prepared[]): Promise<Array<Accepted | Error>> {
+    // Rows go in (seller, key) order, so concurrent batches (of this process or another) lock
+    // idempotency keys and sellers in one order and can never deadlock on each other.
+    const ordered = [...items].sort((a, b) => compareKeys(a, b));
     const inserted = await this.db
       .insert(jobs)
-      .values(items)
+      .values(ordered)
       .onConflictDoNothing({ target: [jobs.sellerId, jobs.idempotencyKey] })
       .returning();
     const byId = new Map(inserted.map((row) => [row.id, row]));
@@ -135,12 +138,18 @@ export class JobSubmitter {
     );
     if (failed.size > 0) {
       // Not queued, so not accepted: close the records so no worker or requeue ever applies them.
-      await recordFailure(this.db, [...failed], 'queue_unavailable', 'The job could not be queued').catch((err: unknown) =>
-        this.logger.error({ err }, 'could not close unqueued jobs'),
+      await recordFailure(this.db, [...failed], 'queue_unavailable', 'The job could not be queued').catch(
+        (err: unknown) => this.logger.error({ err }, 'could not close unqueued jobs'),
       );
     }
     return failed;
   }
+}
+
+function compareKeys(a: Prepared, b: Prepared): number {
+  const left = `${a.sellerId}\u0000${a.idempotencyKey ?? ''}`;
+  const right = `${b.sellerId}\u0000${b.idempotencyKey ?? ''}`;
+  return left < right ? -1 : left > right ? 1 : 0;
 }
 
 function hashRequest(request: unknown): string {
