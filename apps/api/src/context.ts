@@ -7,7 +7,7 @@ import type { Metrics } from './services/metrics.ts';
 import type { JobSubmitter } from './services/submit-job.ts';
 
 /** Who is calling: the operator, or one seller. */
-export type Caller = { role: 'admin'; name: string } | { role: 'seller'; sellerId: string };
+export type Caller = { role: 'admin'; name: string } | { role: 'seller'; sellerId: string; isActive: boolean };
 
 /** The services every handler may use, built once per process. */
 export interface AppDeps {

@@ -48,7 +48,10 @@ export interface JobOutcome {
 export async function applyJobs(tx: Tx, batch: readonly LedgerJob[]): Promise<JobOutcome[]> {
   if (batch.length === 0) return [];
   // Statements sent together are pipelined on the transaction's connection and still run in
-  // the order sent, so locks are always taken jobs → sellers → credit requests.
+  // the order sent, so locks are always taken jobs → sellers → credit requests. The locks are
+  // FOR NO KEY UPDATE: they exclude every other writer of these rows, yet let the API insert a
+  // new job or credit request that references a seller (a foreign key check takes KEY SHARE,
+  // which FOR UPDATE would block until the batch commits).
   const [jobRows, sellerState, requestState] = await Promise.all([
     tx
       .select({ id: jobs.id, status: jobs.status, result: jobs.result, error: jobs.error })
@@ -60,7 +63,7 @@ export async function applyJobs(tx: Tx, batch: readonly LedgerJob[]): Promise<Jo
         ),
       )
       .orderBy(jobs.id)
-      .for('update'),
+      .for('no key update'),
     lockSellers(tx, unique(batch.map((j) => j.sellerId))),
     lockCreditRequests(tx, unique(batch.flatMap((j) => (j.type === 'credit_approval' ? [j.creditRequestId] : [])))),
   ]);
@@ -231,7 +234,7 @@ async function lockSellers(tx: Tx, ids: string[]): Promise<Map<string, SellerSta
     .from(sellers)
     .where(inArray(sellers.id, ids))
     .orderBy(sellers.id)
-    .for('update');
+    .for('no key update');
   return new Map(rows.map((row) => [row.id, { ...row }]));
 }
 
@@ -247,7 +250,7 @@ async function lockCreditRequests(tx: Tx, ids: string[]): Promise<Map<string, Cr
     .from(creditRequests)
     .where(inArray(creditRequests.id, ids))
     .orderBy(creditRequests.id)
-    .for('update');
+    .for('no key update');
   return new Map(rows.map((row) => [row.id, { ...row }]));
 }
 

@@ -19,11 +19,11 @@ export async function identify(deps: AppEnv['Variables']['deps'], token: string 
   if (!token) return null;
   if (sameSecret(token, deps.config.ADMIN_TOKEN)) return { role: 'admin', name: 'admin' };
   const [seller] = await deps.db
-    .select({ id: sellers.id })
+    .select({ id: sellers.id, isActive: sellers.isActive })
     .from(sellers)
     .where(eq(sellers.apiKeyHash, hashApiKey(token)))
     .limit(1);
-  return seller ? { role: 'seller', sellerId: seller.id } : null;
+  return seller ? { role: 'seller', sellerId: seller.id, isActive: seller.isActive } : null;
 }
 
 export function bearerToken(header: string | undefined): string | undefined {

@@ -59,11 +59,17 @@ export function registerChargeSaleRoutes(app: OpenAPIHono<AppEnv>) {
     const body = c.req.valid('json');
     const idempotencyKey = c.req.valid('header')['idempotency-key'];
     if (!isUuid(body.seller_id)) throw notFound('Seller');
-    const [seller] = await c.var.deps.db
-      .select({ id: sellers.id, isActive: sellers.isActive })
-      .from(sellers)
-      .where(eq(sellers.id, body.seller_id))
-      .limit(1);
+    const caller = c.var.caller;
+    const sellerId = body.seller_id.toLowerCase();
+    // A seller selling for itself was just read by authentication: no second lookup.
+    const [seller] =
+      caller.role === 'seller' && caller.sellerId === sellerId
+        ? [{ id: caller.sellerId, isActive: caller.isActive }]
+        : await c.var.deps.db
+            .select({ id: sellers.id, isActive: sellers.isActive })
+            .from(sellers)
+            .where(eq(sellers.id, sellerId))
+            .limit(1);
     if (!seller) throw notFound('Seller');
     requireSellerAccess(c.var.caller, seller.id);
     if (!seller.isActive) throw new ApiError('seller_inactive', 'Seller is inactive');

@@ -35,7 +35,11 @@ export class JobQueues {
   /** Enqueues under each job's own id (adding a job twice leaves one job), in one round trip. */
   async addBulk(partition: number, payloads: JobPayload[]): Promise<void> {
     await this.queue(partition).addBulk(
-      payloads.map((payload) => ({ name: payload.type, data: payload, opts: { ...defaultJobOptions, jobId: payload.jobId } })),
+      payloads.map((payload) => ({
+        name: payload.type,
+        data: payload,
+        opts: { ...defaultJobOptions, jobId: payload.jobId },
+      })),
     );
   }
 
