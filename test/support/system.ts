@@ -54,6 +54,8 @@ export class System {
       ADMIN_TOKEN,
       PORT: String(port),
       LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
+      // Several processes per system: keep well inside PostgreSQL's default 100 connections.
+      DB_POOL_SIZE: '5',
       ...options.env,
     };
     const system = new System(port, env);
@@ -120,6 +122,11 @@ export class System {
       env: { ...this.env, ...extraEnv },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    // A test process that ends without stopping its system must not leave servers behind holding
+    // PostgreSQL connections.
+    const killOnExit = () => child.kill('SIGKILL');
+    process.once('exit', killOnExit);
+    child.once('exit', () => process.off('exit', killOnExit));
     const keep = (chunk: Buffer) => {
       this.logs.push(`[${name}] ${chunk.toString()}`);
       if (this.logs.length > 500) this.logs.splice(0, 100);
