@@ -34,6 +34,7 @@ export class PartitionConsumer {
   private readonly queue: Queue;
   private held: Held[] = [];
   private draining = false;
+  private stopped = false;
 
   constructor(private readonly options: ConsumerOptions) {
     const name = partitionQueueName(options.partition);
@@ -61,9 +62,10 @@ export class PartitionConsumer {
   async start(): Promise<void> {
     await this.worker.startStalledCheckTimer();
     const deadline = Date.now() + this.options.lockDurationMs + 3 * this.options.stalledIntervalMs;
-    while (Date.now() < deadline && (await this.queue.getActiveCount()) > 0) {
+    while (!this.stopped && Date.now() < deadline && (await this.queue.getActiveCount()) > 0) {
       await sleep(100);
     }
+    if (this.stopped) return;
     void this.worker.run().catch((err: unknown) => {
       this.options.logger.error({ err, partition: this.options.partition }, 'worker stopped');
     });
@@ -71,6 +73,7 @@ export class PartitionConsumer {
 
   /** Stops taking jobs, finishes the batch in hand, closes. */
   async stop(): Promise<void> {
+    this.stopped = true;
     await this.worker.close();
     await this.queue.close();
   }

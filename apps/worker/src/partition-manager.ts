@@ -36,6 +36,13 @@ export interface PartitionManagerOptions {
 export class PartitionManager {
   readonly id = randomUUID();
   private readonly owned = new Map<number, Consumer>();
+  /**
+   * Partitions given up whose consumer is still finishing its batch in hand. Their lease is kept
+   * (renewed) until it has, so the next owner never starts while this process still applies jobs;
+   * and giving one up never holds up the renewal of the others, however long that batch takes
+   * (a lock wait, PostgreSQL down).
+   */
+  private readonly stopping = new Map<number, Promise<void>>();
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> = Promise.resolve();
   private stopped = false;
@@ -51,18 +58,23 @@ export class PartitionManager {
       this.ticking = this.tick()
         .catch((err: unknown) => this.options.logger.warn({ err }, 'partition lease tick failed'))
         .finally(() => {
-          if (!this.stopped) this.timer = setTimeout(schedule, Math.floor(this.options.leaseMs / 3));
+          // While stopping, ticks go on renewing the leases of consumers that are still finishing.
+          if (!this.stopped || this.stopping.size > 0) {
+            this.timer = setTimeout(schedule, Math.floor(this.options.leaseMs / 3));
+          }
         });
     };
     schedule();
   }
 
-  /** Stops every consumer (each finishes its batch in hand) and releases the leases at once. */
+  /** Stops every consumer (each finishes its batch in hand) and releases the leases. */
   async stop(): Promise<void> {
     this.stopped = true;
+    for (const partition of this.ownedPartitions) this.release(partition);
+    await Promise.all(this.stopping.values());
     clearTimeout(this.timer);
     await this.ticking;
-    await Promise.all([...this.owned.keys()].map((p) => this.release(p)));
+    clearTimeout(this.timer);
     await this.options.redis.zrem(this.registryKey, this.id).catch(() => 0);
   }
 
@@ -72,55 +84,59 @@ export class PartitionManager {
 
   private async tick(): Promise<void> {
     const { redis, leaseMs, partitions } = this.options;
+    if (this.stopped) {
+      await this.renewLeases();
+      return;
+    }
     const now = Date.now();
+    // A process counts as live for as long as its leases would last: a dead one drops out of the
+    // fair share just as its partitions come free, so the survivors may take them at once instead
+    // of leaving them unconsumed until a longer registration runs out.
     const registry = await redis
       .multi()
-      .zadd(this.registryKey, now + 2 * leaseMs, this.id)
+      .zadd(this.registryKey, now + leaseMs, this.id)
       .zremrangebyscore(this.registryKey, '-inf', now)
       .zcard(this.registryKey)
       .exec();
     const live = Math.max(1, Number(registry?.[2]?.[1] ?? 1));
     const fairShare = Math.ceil(partitions / live);
 
-    await this.renewOwned();
+    await this.renewLeases();
     if (this.stopped) return;
 
     if (this.owned.size > fairShare) {
       // Give one back per tick, so shares settle without every process moving at once.
       const surplus = this.ownedPartitions.at(-1);
-      if (surplus !== undefined) await this.release(surplus);
+      if (surplus !== undefined) this.release(surplus);
       return;
     }
     // Start at a point of our own, so processes starting together reach for different partitions.
     const offset = Number.parseInt(this.id.slice(0, 8), 16) % partitions;
     for (let i = 0; i < partitions && this.owned.size < fairShare && !this.stopped; i++) {
       const partition = (offset + i) % partitions;
-      if (this.owned.has(partition)) continue;
+      if (this.owned.has(partition) || this.stopping.has(partition)) continue;
       const acquired = await redis.set(partitionLeaseKey(this.options.prefix, partition), this.id, 'PX', leaseMs, 'NX');
-      if (acquired === 'OK') await this.take(partition);
+      if (acquired === 'OK') this.take(partition);
     }
   }
 
-  private async renewOwned(): Promise<void> {
+  /** Renews the leases of the partitions consumed and of those whose consumer is still stopping. */
+  private async renewLeases(): Promise<void> {
     const { redis, prefix, leaseMs } = this.options;
-    const partitions = this.ownedPartitions;
+    const partitions = [...this.owned.keys(), ...this.stopping.keys()];
     if (partitions.length === 0) return;
     const pipeline = redis.pipeline();
     for (const p of partitions) pipeline.eval(RENEW, 1, partitionLeaseKey(prefix, p), this.id, leaseMs);
     const results = (await pipeline.exec()) ?? [];
-    await Promise.all(
-      partitions.map(async (p, i) => {
-        const [error, renewed] = results[i] ?? [null, 0];
-        if (!error && renewed === 1) return;
-        this.options.logger.warn({ partition: p }, 'partition lease lost; stopping its consumer');
-        const consumer = this.owned.get(p);
-        this.owned.delete(p);
-        await consumer?.stop();
-      }),
-    );
+    for (const [i, p] of partitions.entries()) {
+      const [error, renewed] = results[i] ?? [null, 0];
+      if (error || renewed === 1 || !this.owned.has(p)) continue;
+      this.options.logger.warn({ partition: p }, 'partition lease lost; stopping its consumer');
+      this.release(p);
+    }
   }
 
-  private async take(partition: number): Promise<void> {
+  private take(partition: number): void {
     const consumer = this.options.createConsumer(partition);
     this.owned.set(partition, consumer);
     this.options.logger.info({ partition }, 'partition acquired');
@@ -128,13 +144,19 @@ export class PartitionManager {
     consumer.start().catch((err: unknown) => this.options.logger.error({ err, partition }, 'consumer failed to start'));
   }
 
-  private async release(partition: number): Promise<void> {
+  /**
+   * Stops consuming a partition without waiting: the consumer finishes its batch in hand in the
+   * background, its lease renewed meanwhile, and only then is the lease released.
+   */
+  private release(partition: number): void {
     const consumer = this.owned.get(partition);
     this.owned.delete(partition);
-    await consumer?.stop();
-    await this.options.redis
-      .eval(RELEASE, 1, partitionLeaseKey(this.options.prefix, partition), this.id)
-      .catch(() => 0);
-    this.options.logger.info({ partition }, 'partition released');
+    const { redis, prefix, logger } = this.options;
+    const done = (async () => {
+      await consumer?.stop().catch((err: unknown) => logger.error({ err, partition }, 'consumer failed to stop'));
+      await redis.eval(RELEASE, 1, partitionLeaseKey(prefix, partition), this.id).catch(() => 0);
+      logger.info({ partition }, 'partition released');
+    })().finally(() => this.stopping.delete(partition));
+    this.stopping.set(partition, done);
   }
 }

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Database, isDatabaseUnavailable } from '@cs/db';
+import { type Database, databaseErrorCode, isDatabaseUnavailable } from '@cs/db';
 import { applyJobs, type JobOutcome, type LedgerJob, recordFailure } from '@cs/ledger';
 import { type JobPayload, jobPayload } from '@cs/queue';
 import type { Logger } from 'pino';
@@ -17,10 +17,16 @@ export interface BatchDeps {
   signal: AbortSignal;
 }
 
-/** Errors that say "try again", not "this job is wrong". */
+/**
+ * Errors that say "try again", not "this job is wrong": PostgreSQL unreachable or restarting, a
+ * serialization failure, a deadlock, or this process's own transaction ended by PostgreSQL after
+ * it sat idle too long (the process was stalled; see index.ts). The code is looked for under
+ * Drizzle's wrapper: judged by the wrapper alone, a deadlock would count as a bad job and the job
+ * be recorded as failed.
+ */
 function isTransient(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  return isDatabaseUnavailable(error) || code === '40001' || code === '40P01';
+  const code = databaseErrorCode(error);
+  return isDatabaseUnavailable(error) || code === '40001' || code === '40P01' || code === '25P03';
 }
 
 /**
