@@ -7,6 +7,7 @@ COPY packages/config/package.json packages/config/
 COPY packages/db/package.json packages/db/
 COPY packages/ledger/package.json packages/ledger/
 COPY packages/queue/package.json packages/queue/
+COPY patches patches
 RUN npm ci --omit=dev --no-audit --no-fund
 COPY . .
 USER node

@@ -1,4 +1,4 @@
-import { isDatabaseUnavailable } from '@cs/db';
+import { databaseErrorCode, isDatabaseUnavailable } from '@cs/db';
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
@@ -81,7 +81,10 @@ export function handleError(error: Error, c: Context<AppEnv>) {
       status,
     );
   }
-  if (isDatabaseUnavailable(error) || isRedisUnavailable(error)) {
+  // A deadlock or serialization failure rolled the statement back: nothing was done, and the
+  // same request may simply be sent again.
+  const transientConflict = ['40P01', '40001'].includes(databaseErrorCode(error) ?? '');
+  if (isDatabaseUnavailable(error) || isRedisUnavailable(error) || transientConflict) {
     c.var.logger?.warn({ err: error.message }, 'dependency unavailable');
     return c.json(
       { error: 'A service the API depends on is unavailable; retry later', code: 'service_unavailable' },

@@ -11,20 +11,15 @@ const config = loadConfig({ needsAdminToken: false });
 const logger = createLogger('worker', config.LOG_LEVEL);
 await requireServices(config, 'worker');
 
-// Two connection settings the default pool lacks for a worker:
-// - A worker process that stalls (paused, swapped out) inside a transaction keeps its jobs' and
-//   sellers' rows locked, and the process that takes its partitions over would wait on them for
-//   as long as it sleeps. PostgreSQL ends such a transaction once it has sat idle as long as a
-//   job's lock lasts: by then the jobs are someone else's to apply, and the stalled process, once
-//   awake, finds its transaction gone (a transient error: it retries and finds its jobs final).
-// - After PostgreSQL restarts, the driver waits before reconnecting, longer with every failed
-//   attempt (up to 20 s), and the partitions stand still for that long after PostgreSQL is back.
-//   A short fixed delay resumes them within half a second; the retry loop in process-batch.ts
-//   already paces the attempts.
-const databaseUrl = new URL(config.DATABASE_URL);
-databaseUrl.searchParams.set('idle_in_transaction_session_timeout', String(config.JOB_LOCK_MS));
-databaseUrl.searchParams.set('backoff', '0.5');
-const { db, close: closeDb } = createDb(databaseUrl.toString(), { max: config.DB_POOL_SIZE });
+// A worker process that stalls (paused, swapped out) inside a transaction keeps its jobs' and
+// sellers' rows locked, and the process that takes its partitions over would wait on them for as
+// long as it sleeps. PostgreSQL ends such a transaction once it has sat idle as long as a job's
+// lock lasts: by then the jobs are someone else's to apply, and the stalled process, once awake,
+// finds its transaction gone (a transient error: it retries and finds its jobs final).
+const { db, close: closeDb } = createDb(config.DATABASE_URL, {
+  max: config.DB_POOL_SIZE,
+  idleInTransactionTimeoutMs: config.JOB_LOCK_MS,
+});
 const redis = createRedis(config.REDIS_URL);
 redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
 const shutdown = new AbortController();

@@ -1,7 +1,8 @@
 /**
  * Gathers calls that arrive while earlier ones are being handled, and hands them over as one
- * batch: under load one database statement and one Redis round trip serve many requests, while a
- * lone request still goes through at once (there is no timer to wait for).
+ * batch: under load one database round trip serves many callers, while a lone call still goes
+ * through at once (there is no timer to wait for). The API gathers job submissions with it, a
+ * worker process the batches of all the partitions it consumes.
  */
 export class Batcher<In, Out> {
   private waiting: Array<{ item: In; resolve: (out: Out) => void; reject: (error: unknown) => void }> = [];

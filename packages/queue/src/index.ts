@@ -1,3 +1,4 @@
+export * from './batcher.ts';
 export * from './contract.ts';
 export * from './partitions.ts';
 export * from './redis.ts';

@@ -2,12 +2,12 @@ import { createHash } from 'node:crypto';
 import { type Database, jobs } from '@cs/db';
 import { recordFailure } from '@cs/ledger';
 import type { ChargeSalePayload, CreditApprovalPayload, JobPayload } from '@cs/queue';
+import { Batcher } from '@cs/queue';
 import { and, eq, or } from 'drizzle-orm';
 import type { Logger } from 'pino';
 import { uuidv7 } from 'uuidv7';
 import type { AppDeps } from '../context.ts';
 import { ApiError } from '../errors.ts';
-import { Batcher } from './batcher.ts';
 import type { JobQueues } from './job-queues.ts';
 
 type Payload = Omit<ChargeSalePayload, 'jobId'> | Omit<CreditApprovalPayload, 'jobId'>;
