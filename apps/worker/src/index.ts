@@ -1,10 +1,11 @@
 import { createServer } from 'node:http';
 import { createLogger, loadConfig, requireServices } from '@cs/config';
 import { createDb } from '@cs/db';
-import { createRedis } from '@cs/queue';
+import type { JobOutcome } from '@cs/ledger';
+import { Batcher, createRedis } from '@cs/queue';
 import { PartitionConsumer } from './partition-consumer.ts';
 import { PartitionManager } from './partition-manager.ts';
-import { processBatch } from './process-batch.ts';
+import { processBatch, type QueuedJob } from './process-batch.ts';
 import { requeueLostJobs } from './requeue.ts';
 
 const config = loadConfig({ needsAdminToken: false });
@@ -25,6 +26,21 @@ redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection e
 const shutdown = new AbortController();
 const consumers = new Map<number, PartitionConsumer>();
 
+// The batches of all the partitions this process consumes share transactions: a partition hands
+// over what it holds and waits for its outcome, and the batches that arrive while a transaction
+// is in flight go together into the next one. With sales spread over many sellers, each partition
+// holds only a job or two at a time; gathered, they still make one commit for many jobs. A
+// partition never has two batches in flight, and sellers never span partitions, so a seller's
+// jobs stay serial and in order.
+const committer = new Batcher<readonly QueuedJob[], JobOutcome[]>(
+  async (groups) => {
+    const outcomes = await processBatch({ db, logger, signal: shutdown.signal }, groups.flat());
+    let start = 0;
+    return groups.map((group) => outcomes.slice(start, (start += group.length)));
+  },
+  { maxBatch: config.PARTITIONS, maxInFlight: 2 },
+);
+
 const manager = new PartitionManager({
   redis,
   prefix: config.REDIS_PREFIX,
@@ -40,7 +56,7 @@ const manager = new PartitionManager({
       batchSize: config.BATCH_SIZE,
       lockDurationMs: config.JOB_LOCK_MS,
       stalledIntervalMs: config.STALLED_INTERVAL_MS,
-      processBatch: (jobs) => processBatch({ db, logger, signal: shutdown.signal }, jobs),
+      processBatch: (jobs) => committer.submit(jobs),
     });
     consumers.set(partition, consumer);
     return {
