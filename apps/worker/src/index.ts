@@ -36,7 +36,11 @@ const committer = new Batcher<readonly QueuedJob[], JobOutcome[]>(
   async (groups) => {
     const outcomes = await processBatch({ db, logger, signal: shutdown.signal }, groups.flat());
     let start = 0;
-    return groups.map((group) => outcomes.slice(start, (start += group.length)));
+    return groups.map((group) => {
+      const own = outcomes.slice(start, start + group.length);
+      start += group.length;
+      return own;
+    });
   },
   { maxBatch: config.PARTITIONS, maxInFlight: 2 },
 );

@@ -26,23 +26,25 @@ type Operation = {
   responses?: Record<string, { description?: string }>;
 };
 
-const escape = (value: unknown) => String(value).replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
+const escapeHtml = (value: unknown) => String(value).replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
 
 function describeSchema(schema: Schema | undefined, components: Record<string, Schema>, depth = 0): string {
   if (!schema) return '';
   if (schema.$ref) {
     const name = schema.$ref.split('/').at(-1) ?? '';
-    return depth > 1 ? escape(name) : `${escape(name)} ${describeSchema(components[name], components, depth + 1)}`;
+    return depth > 1
+      ? escapeHtml(name)
+      : `${escapeHtml(name)} ${describeSchema(components[name], components, depth + 1)}`;
   }
   if (schema.properties) {
     const fields = Object.entries(schema.properties).map(
-      ([key, value]) => `<li><code>${escape(key)}</code> ${describeSchema(value, components, depth + 1)}</li>`,
+      ([key, value]) => `<li><code>${escapeHtml(key)}</code> ${describeSchema(value, components, depth + 1)}</li>`,
     );
     return `<ul>${fields.join('')}</ul>`;
   }
-  if (schema.enum) return `<em>${schema.enum.map(escape).join(' | ')}</em>`;
+  if (schema.enum) return `<em>${schema.enum.map(escapeHtml).join(' | ')}</em>`;
   if (schema.items) return `array of ${describeSchema(schema.items, components, depth + 1)}`;
-  return `<em>${escape(Array.isArray(schema.type) ? schema.type.join(' | ') : (schema.type ?? 'any'))}</em>`;
+  return `<em>${escapeHtml(Array.isArray(schema.type) ? schema.type.join(' | ') : (schema.type ?? 'any'))}</em>`;
 }
 
 /**
@@ -61,15 +63,15 @@ export function registerDocsRoutes(app: OpenAPIHono<AppEnv>) {
         const params = (op.parameters ?? [])
           .map(
             (p) =>
-              `<li><code>${escape(p.name)}</code> (${escape(p.in)}${p.required ? ', required' : ''}) ${describeSchema(p.schema, components)}</li>`,
+              `<li><code>${escapeHtml(p.name)}</code> (${escapeHtml(p.in)}${p.required ? ', required' : ''}) ${describeSchema(p.schema, components)}</li>`,
           )
           .join('');
         const body = op.requestBody?.content?.['application/json']?.schema;
         const responses = Object.entries(op.responses ?? {})
-          .map(([status, r]) => `<li><b>${escape(status)}</b> ${escape(r.description ?? '')}</li>`)
+          .map(([status, r]) => `<li><b>${escapeHtml(status)}</b> ${escapeHtml(r.description ?? '')}</li>`)
           .join('');
-        return `<section><h3><span class="m ${method}">${method.toUpperCase()}</span> <code>${escape(path)}</code></h3>
-          <p>${escape(op.summary ?? '')}</p>
+        return `<section><h3><span class="m ${method}">${method.toUpperCase()}</span> <code>${escapeHtml(path)}</code></h3>
+          <p>${escapeHtml(op.summary ?? '')}</p>
           ${params ? `<h4>Parameters</h4><ul>${params}</ul>` : ''}
           ${body ? `<h4>Body (JSON)</h4>${describeSchema(body, components)}` : ''}
           <h4>Responses</h4><ul>${responses}</ul></section>`;
