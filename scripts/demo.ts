@@ -41,7 +41,9 @@ try {
 }
 
 const started = performance.now();
-const sellers = [];
+const sellers: Array<{ id: string; key: string; name: string }> = [];
+/** Sales alternate between the two sellers. */
+const sellerFor = (i: number) => sellers[i % sellers.length] as (typeof sellers)[number];
 for (const name of ['Demo North', 'Demo South']) {
   const s = await call('POST', '/api/sellers', adminToken, {
     name,
@@ -53,7 +55,7 @@ for (const name of ['Demo North', 'Demo South']) {
 
 let approved = 0;
 for (let i = 0; i < 10; i++) {
-  const seller = sellers[i % 2]!;
+  const seller = sellerFor(i);
   const request = await call('POST', '/api/credit-requests', seller.key, { seller: seller.id, amount: 1_000_000 });
   const job = await call(
     'POST',
@@ -74,7 +76,7 @@ await Promise.all(
   Array.from({ length: 32 }, async () => {
     while (next < 1000) {
       const i = next++;
-      const seller = sellers[i % 2]!;
+      const seller = sellerFor(i);
       const t0 = performance.now();
       const job = await call(
         'POST',

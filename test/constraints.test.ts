@@ -50,16 +50,17 @@ describe('database constraints, with the application bypassed', () => {
   });
 
   it('refuses a sale with a positive amount, a zero amount, or a negative balance_after', async () => {
-    for (const [amount, after] of [
+    const cases: Array<[amount: number, balanceAfter: number]> = [
       [500, 1500],
       [0, 1000],
       [-500, -1],
-    ]) {
+    ];
+    for (const [amount, after] of cases) {
       const otherJob = randomUUID();
       await sql`insert into jobs (id, type, seller_id, partition, payload) values (${otherJob}, 'charge_sale', ${sellerId}, 0, '{}')`;
       await expect(
         sql`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number)
-            values (${sellerId}, 'charge_sale', ${amount!}, ${after!}, ${otherJob}, '09121111111')`,
+            values (${sellerId}, 'charge_sale', ${amount}, ${after}, ${otherJob}, '09121111111')`,
       ).rejects.toMatchObject({ code: '23514' });
     }
   });

@@ -177,7 +177,7 @@ describe('operations: pushed results, metrics, OpenAPI, health, reconcile', () =
   });
 
   it('npm run reconcile names a seller whose balance differs from its ledger and exits 1', async () => {
-    const url = new URL(system.env.DATABASE_URL!);
+    const url = new URL(String(system.env.DATABASE_URL));
     url.pathname = `${url.pathname}_unreconciled`;
     await migrateDatabase(url.toString());
     const sql = testSql(url.toString());

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createSeller, inParallel, waitForJob } from './support/factories.ts';
+import { createSeller, inParallel, type TestSeller, waitForJob } from './support/factories.ts';
 import { Client } from './support/http.ts';
 import { ADMIN_TOKEN, System } from './support/system.ts';
 
@@ -18,7 +18,7 @@ describe('the required scenario, over HTTP with two worker processes', () => {
     const sellers = [await createSeller(client, 'North'), await createSeller(client, 'South')];
 
     const requests = await inParallel(
-      Array.from({ length: 10 }, (_, i) => sellers[i % 2]!),
+      Array.from({ length: 10 }, (_, i) => sellers[i % 2] as TestSeller),
       10,
       async (seller) => {
         const res = await client.post('/api/credit-requests', {
@@ -40,7 +40,7 @@ describe('the required scenario, over HTTP with two worker processes', () => {
     for (const job of approvals) expect((await waitForJob(client, job)).status).toBe('succeeded');
 
     const salesStarted = performance.now();
-    const sales = Array.from({ length: 1000 }, (_, i) => ({ seller: sellers[i % 2]!, i }));
+    const sales = Array.from({ length: 1000 }, (_, i) => ({ seller: sellers[i % 2] as TestSeller, i }));
     const jobIds = await inParallel(sales, 32, async ({ seller, i }) => {
       const res = await client.post('/api/charge-sales', {
         token: seller.apiKey,

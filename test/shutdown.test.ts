@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testSql } from './support/db.ts';
-import { createSeller, fundSeller, inParallel, waitForJob } from './support/factories.ts';
+import { createSeller, fundSeller, inParallel, type TestSeller, waitForJob } from './support/factories.ts';
 import { Client } from './support/http.ts';
 import { ADMIN_TOKEN, System } from './support/system.ts';
 
@@ -17,7 +17,7 @@ describe('graceful shutdown', () => {
   it('a worker told SIGTERM mid-load finishes its batch and exits 0; every job ends once', async () => {
     const sellers = await Promise.all(Array.from({ length: 8 }, () => createSeller(client)));
     for (const seller of sellers) await fundSeller(client, seller, 1_000_000);
-    const sales = Array.from({ length: 400 }, (_, i) => sellers[i % sellers.length]!);
+    const sales = Array.from({ length: 400 }, (_, i) => sellers[i % sellers.length] as TestSeller);
     let stopped: Promise<number | null> | undefined;
     const jobIds = await inParallel(sales, 16, async (seller, i) => {
       if (i === 150) stopped = system.stopWorker(0, 'SIGTERM');

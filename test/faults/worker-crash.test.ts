@@ -1,9 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { testSql } from '../support/db.ts';
 import {
   auditMoney,
-  cleanUp,
   firstCommitAfter,
   fundAll,
   holdSellers,
@@ -11,43 +9,32 @@ import {
   partitionsOf,
   SaleTraffic,
   sellersOnEveryPartition,
-  type ThrowawayPostgres,
-  throwawayPostgres,
+  startWorkerFleet,
+  type WorkerFleet,
   waitAllFinal,
   waitPartitionsSettled,
   watchOutput,
 } from '../support/faults.ts';
-import { Client } from '../support/http.ts';
-import { freePort, System } from '../support/system.ts';
+import type { Client } from '../support/http.ts';
+import { freePort, type System } from '../support/system.ts';
 
 const SALES = Number(process.env.FAULT_SALES ?? 1000);
 
 describe('a worker process killed with kill -9 while sales are in flight', () => {
   // A PostgreSQL of its own: the test holds rows and pauses processes, and needs connections
   // that no other test run competes for.
-  let postgres: ThrowawayPostgres;
+  let fleet: WorkerFleet;
   let system: System;
   let client: Client;
-  let sql: ReturnType<typeof testSql>;
-  const healthPorts: number[] = [];
+  let sql: WorkerFleet['sql'];
+  let healthPorts: number[];
 
   beforeAll(async () => {
-    postgres = await throwawayPostgres();
-    sql = testSql(postgres.databaseUrl);
-    system = await System.start({ workers: 0, databaseUrl: postgres.databaseUrl });
-    for (let i = 0; i < 3; i++) {
-      const port = await freePort();
-      healthPorts.push(port);
-      system.startWorker({ WORKER_HEALTH_PORT: String(port) });
-    }
-    client = new Client(system.baseUrl);
+    fleet = await startWorkerFleet(3);
+    ({ system, client, sql, healthPorts } = fleet);
   });
   afterAll(async () => {
-    await cleanUp(
-      () => system?.stop(),
-      () => sql?.end({ timeout: 1 }),
-      () => postgres?.remove(),
-    );
+    await fleet?.stop();
   });
 
   it(`applies each of ${SALES} sales in flight exactly once, and the dead worker's partitions stand still for under 10 s`, async () => {

@@ -2,55 +2,42 @@ import type { ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { partitionOf } from '@cs/queue';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { testSql } from '../support/db.ts';
 import {
   auditMoney,
-  cleanUp,
   fundAll,
   holdSellers,
   PARTITIONS,
   partitionsOf,
   SaleTraffic,
   sellersOnEveryPartition,
-  type ThrowawayPostgres,
-  throwawayPostgres,
+  startWorkerFleet,
   until,
+  type WorkerFleet,
   waitAllFinal,
   waitPartitionsSettled,
   watchOutput,
 } from '../support/faults.ts';
-import { Client } from '../support/http.ts';
-import { freePort, System } from '../support/system.ts';
+import type { Client } from '../support/http.ts';
+import type { System } from '../support/system.ts';
 
 describe('a worker process paused (SIGSTOP) past its lease and job locks, then resumed', () => {
   // A PostgreSQL of its own: the test holds rows and pauses processes, and needs connections
   // that no other test run competes for.
-  let postgres: ThrowawayPostgres;
+  let fleet: WorkerFleet;
   let system: System;
   let client: Client;
-  let sql: ReturnType<typeof testSql>;
-  const healthPorts: number[] = [];
+  let sql: WorkerFleet['sql'];
+  let healthPorts: number[];
 
   beforeAll(async () => {
-    postgres = await throwawayPostgres();
-    sql = testSql(postgres.databaseUrl);
-    system = await System.start({ workers: 0, databaseUrl: postgres.databaseUrl });
-    for (let i = 0; i < 2; i++) {
-      const port = await freePort();
-      healthPorts.push(port);
-      system.startWorker({ WORKER_HEALTH_PORT: String(port) });
-    }
-    client = new Client(system.baseUrl);
+    fleet = await startWorkerFleet(2);
+    ({ system, client, sql, healthPorts } = fleet);
   });
   afterAll(async () => {
     // Never leave a stopped process behind, whatever failed.
     const paused = system?.workers[0];
     if (paused?.pid && paused.exitCode === null && paused.signalCode === null) process.kill(paused.pid, 'SIGCONT');
-    await cleanUp(
-      () => system?.stop(),
-      () => sql?.end({ timeout: 1 }),
-      () => postgres?.remove(),
-    );
+    await fleet?.stop();
   });
 
   it('hands its jobs to the other worker, which applies them while it sleeps; resumed, it applies nothing twice', async () => {

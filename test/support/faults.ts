@@ -9,9 +9,10 @@ import { migrateDatabase } from '@cs/db';
 import { partitionOf } from '@cs/queue';
 import type postgres from 'postgres';
 import { expect } from 'vitest';
+import { testSql } from './db.ts';
 import { createSeller, fundSeller, inParallel, type TestSeller } from './factories.ts';
-import type { Client } from './http.ts';
-import { ADMIN_TOKEN, freePort, type System } from './system.ts';
+import { Client } from './http.ts';
+import { ADMIN_TOKEN, freePort, System } from './system.ts';
 
 /** The deployment's default partition count; the fault tests run with it. */
 export const PARTITIONS = 16;
@@ -568,4 +569,43 @@ export function watchOutput(child: ChildProcess, pattern: RegExp): { seen(): boo
   child.stdout?.on('data', look);
   child.stderr?.on('data', look);
   return { seen: () => seen };
+}
+
+/**
+ * An API and `workers` worker processes on a PostgreSQL of their own (fault tests hold rows and
+ * pause processes, and need connections no other run competes for); each worker reports its
+ * partitions on a health port.
+ */
+export interface WorkerFleet {
+  postgres: ThrowawayPostgres;
+  sql: Sql;
+  system: System;
+  client: Client;
+  healthPorts: number[];
+  stop(): Promise<void>;
+}
+
+export async function startWorkerFleet(workers: number): Promise<WorkerFleet> {
+  const postgres = await throwawayPostgres();
+  const sql = testSql(postgres.databaseUrl);
+  const system = await System.start({ workers: 0, databaseUrl: postgres.databaseUrl });
+  const healthPorts: number[] = [];
+  for (let i = 0; i < workers; i++) {
+    const port = await freePort();
+    healthPorts.push(port);
+    system.startWorker({ WORKER_HEALTH_PORT: String(port) });
+  }
+  return {
+    postgres,
+    sql,
+    system,
+    client: new Client(system.baseUrl),
+    healthPorts,
+    stop: () =>
+      cleanUp(
+        () => system.stop(),
+        () => sql.end({ timeout: 1 }),
+        () => postgres.remove(),
+      ),
+  };
 }
