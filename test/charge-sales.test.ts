@@ -88,6 +88,26 @@ describe('charge sales', () => {
     expect(await balanceOf(client, seller.id)).toBe(10_000n);
   });
 
+  it('refuses at once a sale sent to another API process after the seller was deactivated through this one', async () => {
+    const other = await System.start({ workers: 0, env: { REDIS_PREFIX: String(system.env.REDIS_PREFIX) } });
+    try {
+      const otherClient = new Client(other.baseUrl);
+      const seller = await createSeller(client);
+      await fundSeller(client, seller, 10_000);
+      const body = { seller_id: seller.id, phone_number: '09121234567', amount: 1000 };
+      // The other process has now read (and remembers) who this key belongs to, and that it is active.
+      expect((await otherClient.post('/api/charge-sales', { token: seller.apiKey, body })).status).toBe(202);
+      await client.patch(`/api/sellers/${seller.id}`, { token: ADMIN_TOKEN, body: { is_active: false } });
+      const refused = await otherClient.post('/api/charge-sales', { token: seller.apiKey, body });
+      expect(refused.status).toBe(403);
+      expect(refused.body.code).toBe('seller_inactive');
+      await client.patch(`/api/sellers/${seller.id}`, { token: ADMIN_TOKEN, body: { is_active: true } });
+      expect((await otherClient.post('/api/charge-sales', { token: seller.apiKey, body })).status).toBe(202);
+    } finally {
+      await other.stop();
+    }
+  });
+
   it('returns one job for one Idempotency-Key, 422 for the key with another body, and scopes keys per seller', async () => {
     const seller = await createSeller(client);
     const other = await createSeller(client);

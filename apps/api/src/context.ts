@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { JobEvents } from './services/job-events.ts';
 import type { JobQueues } from './services/job-queues.ts';
 import type { Metrics } from './services/metrics.ts';
+import type { SellerKeys } from './services/seller-keys.ts';
 import type { JobSubmitter } from './services/submit-job.ts';
 
 /** Who is calling: the operator, or one seller. */
@@ -15,6 +16,7 @@ export interface AppDeps {
   db: Database;
   queues: JobQueues;
   submitter: JobSubmitter;
+  sellerKeys: SellerKeys;
   jobEvents: JobEvents;
   logger: Logger;
   metrics: Metrics;

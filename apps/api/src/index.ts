@@ -7,6 +7,7 @@ import { ApiError } from './errors.ts';
 import { JobEvents } from './services/job-events.ts';
 import { JobQueues } from './services/job-queues.ts';
 import { Metrics } from './services/metrics.ts';
+import { SellerKeys } from './services/seller-keys.ts';
 import { JobSubmitter } from './services/submit-job.ts';
 
 const config = loadConfig();
@@ -22,12 +23,15 @@ for (const connection of [redis, subscriber]) {
 const queues = new JobQueues(redis, config.REDIS_PREFIX, config.PARTITIONS, logger);
 const jobEvents = new JobEvents(subscriber, config.REDIS_PREFIX, logger);
 await jobEvents.start();
+const sellerKeys = new SellerKeys(db, redis, `${config.REDIS_PREFIX}:seller-changed`, logger);
+await sellerKeys.listen(subscriber);
 
 const app = createApp({
   config,
   db,
   queues,
   submitter: new JobSubmitter(db, queues, logger),
+  sellerKeys,
   jobEvents,
   logger,
   metrics: new Metrics({ db, queues, logger }, jobEvents),

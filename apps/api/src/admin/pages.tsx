@@ -369,7 +369,7 @@ async function setActive(c: AdminContext) {
   }
   const seller = await findSeller(c);
   const isActive = value === 'true';
-  await c.var.deps.db.update(sellers).set({ isActive }).where(eq(sellers.id, seller.id));
+  await c.var.deps.sellerKeys.setActive(seller.id, isActive);
   c.var.logger.info({ sellerId: seller.id, isActive }, 'seller activation changed by the operator');
   setFlash(c, {
     kind: 'success',

@@ -1,6 +1,4 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { sellers } from '@cs/db';
-import { eq } from 'drizzle-orm';
 import { createMiddleware } from 'hono/factory';
 import type { AppEnv, Caller } from '../context.ts';
 import { ApiError, forbidden } from '../errors.ts';
@@ -18,12 +16,8 @@ function sameSecret(a: string, b: string): boolean {
 export async function identify(deps: AppEnv['Variables']['deps'], token: string | undefined): Promise<Caller | null> {
   if (!token) return null;
   if (sameSecret(token, deps.config.ADMIN_TOKEN)) return { role: 'admin', name: 'admin' };
-  const [seller] = await deps.db
-    .select({ id: sellers.id, isActive: sellers.isActive })
-    .from(sellers)
-    .where(eq(sellers.apiKeyHash, hashApiKey(token)))
-    .limit(1);
-  return seller ? { role: 'seller', sellerId: seller.id, isActive: seller.isActive } : null;
+  const owner = await deps.sellerKeys.owner(hashApiKey(token));
+  return owner ? { role: 'seller', sellerId: owner.sellerId, isActive: owner.isActive } : null;
 }
 
 export function bearerToken(header: string | undefined): string | undefined {

@@ -189,11 +189,7 @@ export function registerSellerRoutes(app: OpenAPIHono<AppEnv>) {
     const { is_active } = c.req.valid('json');
     requireAdmin(c.var.caller);
     const seller = await findAccessibleSeller(c.var.deps.db, c.var.caller, c.req.valid('param').id);
-    const [updated] = await c.var.deps.db
-      .update(sellers)
-      .set({ isActive: is_active })
-      .where(eq(sellers.id, seller.id))
-      .returning();
+    const updated = await c.var.deps.sellerKeys.setActive(seller.id, is_active);
     return c.json(sellerView(updated ?? seller), 200);
   });
 

@@ -1,0 +1,66 @@
+import { type Database, sellers } from '@cs/db';
+import { eq } from 'drizzle-orm';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+
+const TTL_MS = 30_000;
+const MAX_ENTRIES = 100_000;
+
+export interface KeyOwner {
+  sellerId: string;
+  isActive: boolean;
+}
+
+/**
+ * Which seller an api key belongs to, remembered for a while: the lookup is on every request,
+ * and an api key never changes owner. Whether the seller is active can change, so every change
+ * goes through {@link SellerKeys.setActive}, which drops the entry in every API process (Redis
+ * Pub/Sub). Should that message be lost, an entry lives 30 s at most; a sale accepted meanwhile
+ * from a seller just deactivated is still refused by the worker (`seller_inactive`).
+ */
+export class SellerKeys {
+  private readonly byHash = new Map<string, KeyOwner & { until: number }>();
+
+  constructor(
+    private readonly db: Database,
+    private readonly publisher: Redis,
+    private readonly channel: string,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Listens for changes made by other API processes. */
+  async listen(subscriber: Redis): Promise<void> {
+    subscriber.on('message', (channel: string, sellerId: string) => {
+      if (channel === this.channel) this.forget(sellerId);
+    });
+    await subscriber.subscribe(this.channel);
+  }
+
+  async owner(keyHash: string): Promise<KeyOwner | null> {
+    const cached = this.byHash.get(keyHash);
+    if (cached && cached.until > Date.now()) return cached;
+    const [row] = await this.db
+      .select({ sellerId: sellers.id, isActive: sellers.isActive })
+      .from(sellers)
+      .where(eq(sellers.apiKeyHash, keyHash))
+      .limit(1);
+    if (!row) return null;
+    if (this.byHash.size >= MAX_ENTRIES) this.byHash.clear();
+    this.byHash.set(keyHash, { ...row, until: Date.now() + TTL_MS });
+    return row;
+  }
+
+  /** Activates or deactivates a seller; every API process sees it at once. */
+  async setActive(sellerId: string, isActive: boolean) {
+    const [updated] = await this.db.update(sellers).set({ isActive }).where(eq(sellers.id, sellerId)).returning();
+    this.forget(sellerId);
+    await this.publisher.publish(this.channel, sellerId).catch((err: unknown) => {
+      this.logger.warn({ err, sellerId }, 'could not tell other API processes; their cached entry expires in 30 s');
+    });
+    return updated;
+  }
+
+  private forget(sellerId: string): void {
+    for (const [hash, owner] of this.byHash) if (owner.sellerId === sellerId) this.byHash.delete(hash);
+  }
+}
