@@ -26,6 +26,8 @@ export interface LoadPlan {
   durationSeconds: number;
   maxRequests: number;
   connections: number;
+  /** Requests per second in all (open loop); absent: each connection sends as soon as answered. */
+  rate?: number;
 }
 
 export type RequestKind = 'sale' | 'credit_request' | 'approval';
@@ -133,6 +135,7 @@ function run(plan: LoadPlan): void {
       connections: plan.connections,
       duration: plan.durationSeconds,
       maxOverallRequests: plan.maxRequests,
+      ...(plan.rate ? { overallRate: plan.rate } : {}),
       timeout: 30,
       requests,
       initialContext: {},

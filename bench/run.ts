@@ -30,6 +30,8 @@ const usage = `npm run bench -- [options]
   --duration S           seconds of load per HTTP workload (default 10)
   --max-requests N       at most N requests per HTTP workload (default 30000)
   --connections N        concurrent HTTP connections of the load generator (default 32)
+  --rate R               offer R requests/s in all (open loop) instead of as fast as answered,
+                         e.g. half the peak, to read latency below saturation
   --sellers N            sellers of the spread and mixed workloads (default 1000)
   --lock-seconds S       seconds per row-lock reference (default 5)
   --lock-connections N   PostgreSQL connections of the row-lock reference (default 8)
@@ -47,6 +49,7 @@ const { values: opts } = parseArgs({
     duration: { type: 'string', default: '10' },
     'max-requests': { type: 'string', default: '30000' },
     connections: { type: 'string', default: '32' },
+    rate: { type: 'string' },
     sellers: { type: 'string', default: '1000' },
     'lock-seconds': { type: 'string', default: '5' },
     'lock-connections': { type: 'string', default: '8' },
@@ -74,6 +77,7 @@ const config = {
   durationSeconds: positive('duration', opts.duration),
   maxRequests: positive('max-requests', opts['max-requests']),
   connections: positive('connections', opts.connections),
+  rate: opts.rate === undefined ? undefined : positive('rate', opts.rate),
   sellers: positive('sellers', opts.sellers),
   lockSeconds: positive('lock-seconds', opts['lock-seconds']),
   lockConnections: positive('lock-connections', opts['lock-connections']),
@@ -582,6 +586,7 @@ async function httpPhase(
       durationSeconds: config.durationSeconds,
       maxRequests: config.maxRequests,
       connections: config.connections,
+      rate: config.rate,
     },
     (tick) => {
       const perSecond = tick.responses - lastResponses;
