@@ -1,4 +1,4 @@
-import { creditRequests, jobs, sellers, type Tx, transactions } from '@cs/db';
+import { creditRequests, jobs, sellers, type Tx } from '@cs/db';
 import { inArray, sql } from 'drizzle-orm';
 import {
   type CreditRequestState,
@@ -164,14 +164,18 @@ export async function applyJobs(tx: Tx, batch: readonly LedgerJob[]): Promise<Jo
     }
   }
 
-  const [, transactionIds] = await Promise.all([
+  const [, , , transactionIds] = await Promise.all([
     writeBalances(
       tx,
       [...touchedSellers].map((id) => sellerState.get(id) as SellerState),
     ),
-    writeLedger(tx, ledger),
     writePhoneTotals(tx, ledger),
     writeProcessedRequests(tx, processed),
+    writeLedgerAndOutcomes(
+      tx,
+      ledger,
+      outcomes.filter((o) => !o.replayed && recorded.has(o.jobId)),
+    ),
   ]);
   for (const outcome of outcomes) {
     const transactionId = transactionIds.get(outcome.jobId);
@@ -179,10 +183,6 @@ export async function applyJobs(tx: Tx, batch: readonly LedgerJob[]): Promise<Jo
       outcome.result = { transaction_id: transactionId, ...outcome.result };
     }
   }
-  await recordOutcomes(
-    tx,
-    outcomes.filter((o) => !o.replayed && recorded.has(o.jobId)),
-  );
   return outcomes;
 }
 
@@ -263,15 +263,6 @@ async function writeBalances(tx: Tx, changed: SellerState[]): Promise<void> {
     where s.id = v.id`);
 }
 
-async function writeLedger(tx: Tx, rows: LedgerRow[]): Promise<Map<string, string>> {
-  if (rows.length === 0) return new Map();
-  const inserted = await tx
-    .insert(transactions)
-    .values(rows)
-    .returning({ id: transactions.id, jobId: transactions.jobId });
-  return new Map(inserted.map((row) => [row.jobId, row.id.toString()]));
-}
-
 /** One upsert per batch, totals summed per number first (a number may appear twice in a batch). */
 async function writePhoneTotals(tx: Tx, ledger: LedgerRow[]): Promise<void> {
   const totals = new Map<string, { total: bigint; count: number }>();
@@ -304,15 +295,50 @@ async function writeProcessedRequests(tx: Tx, processed: ProcessedRequest[]): Pr
     where r.id = v.id and r.status = 'pending'`);
 }
 
-async function recordOutcomes(tx: Tx, outcomes: JobOutcome[]): Promise<void> {
-  if (outcomes.length === 0) return;
-  const rows = outcomes.map((o) => ({ id: o.jobId, status: o.status, result: o.result, error: o.error }));
-  // started_at is the transaction's start (now()), finished_at the clock when its writes were
-  // done: two jobs of one seller whose spans overlap would mean two transactions ran at once.
-  await tx.execute(sql`
-    update jobs as j set status = v.status, result = v.result, error = v.error,
-      started_at = now(), finished_at = clock.ts
-    from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(id uuid, status text, result jsonb, error jsonb),
-      (select clock_timestamp() as ts) as clock
-    where j.id = v.id`);
+/**
+ * Inserts the ledger rows and records the jobs' outcomes in one statement (one round trip), the
+ * new ledger ids going into the sales' results. Rows are inserted in the order given, so ids
+ * follow the order in which the balances were decided, as the balance_after chain requires.
+ * started_at is the transaction's start (now()), finished_at the clock when its writes were done:
+ * two jobs of one seller whose spans overlap would mean two transactions ran at once.
+ */
+async function writeLedgerAndOutcomes(
+  tx: Tx,
+  ledger: LedgerRow[],
+  outcomes: JobOutcome[],
+): Promise<Map<string, string>> {
+  if (outcomes.length === 0) return new Map();
+  const rows = ledger.map((r) => ({
+    seller_id: r.sellerId,
+    type: r.type,
+    amount: r.amount.toString(),
+    balance_after: r.balanceAfter.toString(),
+    job_id: r.jobId,
+    credit_request_id: r.creditRequestId,
+    phone_number: r.phoneNumber,
+    description: r.description,
+  }));
+  const results = outcomes.map((o) => ({ id: o.jobId, status: o.status, result: o.result, error: o.error }));
+  const recorded = (await tx.execute(sql`
+    with ledger as (
+      insert into transactions (seller_id, type, amount, balance_after, job_id, credit_request_id, phone_number, description)
+      select (e.row->>'seller_id')::uuid, e.row->>'type', (e.row->>'amount')::bigint, (e.row->>'balance_after')::bigint,
+             (e.row->>'job_id')::uuid, (e.row->>'credit_request_id')::uuid, e.row->>'phone_number', e.row->>'description'
+      from jsonb_array_elements(${JSON.stringify(rows)}::jsonb) with ordinality as e(row, ord)
+      order by e.ord
+      returning id, job_id
+    ), clock as (select clock_timestamp() as ts)
+    update jobs as j set status = v.status,
+      result = case when ledger.id is null then v.result
+                    else jsonb_build_object('transaction_id', ledger.id::text) || v.result end,
+      error = v.error, started_at = now(), finished_at = clock.ts
+    from jsonb_to_recordset(${JSON.stringify(results)}::jsonb) as v(id uuid, status text, result jsonb, error jsonb)
+      left join ledger on ledger.job_id = v.id
+      cross join clock
+    where j.id = v.id
+    returning j.id as job_id, ledger.id::text as transaction_id`)) as unknown as Array<{
+    job_id: string;
+    transaction_id: string | null;
+  }>;
+  return new Map(recorded.flatMap((r) => (r.transaction_id ? [[r.job_id, r.transaction_id] as const] : [])));
 }
