@@ -12,7 +12,7 @@ import { isUuid } from '../schemas.ts';
 import { type AdminContext, type AdminEnv, Form } from './context.ts';
 import { type CreditAction, MAX_BATCH, processCreditRequests, summarise } from './process-requests.ts';
 import { cookieOptions, safeNext } from './session.ts';
-import { CsrfField, type Flash, Layout, Pager, rials, when } from './views.tsx';
+import { Card, CsrfField, type Flash, Layout, Pager, rials, when } from './views.tsx';
 
 const PAGE_SIZE = 50;
 const FLASH_COOKIE = 'cs_admin_flash';
@@ -95,14 +95,8 @@ async function creditRequestsPage(c: AdminContext) {
     <>
       <h1>Credit requests</h1>
       <div class="cards">
-        <div class="card">
-          <div class="muted">Pending requests</div>
-          <div class="value">{rials(BigInt(pending?.count ?? 0))}</div>
-        </div>
-        <div class="card">
-          <div class="muted">Pending amount (rials)</div>
-          <div class="value">{rials(pending?.total ?? '0')}</div>
-        </div>
+        <Card label="Pending requests">{rials(BigInt(pending?.count ?? 0))}</Card>
+        <Card label="Pending amount (rials)">{rials(pending?.total ?? '0')}</Card>
       </div>
       <form class="bar" method="get" action="/admin/credit-requests">
         <label for="status">Show</label>
@@ -423,22 +417,13 @@ async function sellerPage(c: AdminContext) {
         {seller.email} · {seller.phone} · since {when(seller.createdAt)} · id <code>{seller.id}</code>
       </p>
       <div class="cards">
-        <div class="card">
-          <div class="muted">Balance (rials)</div>
-          <div class="value" data-balance>
-            {rials(seller.creditBalance)}
-          </div>
-        </div>
-        <div class="card">
-          <div class="muted">Sum of the ledger (rials)</div>
-          <div class="value">{check ? rials(check.calculatedFromTransactions) : '—'}</div>
-        </div>
-        <div class="card">
-          <div class="muted">Ledger check ({rowsLabel(check?.totalTransactions ?? 0)})</div>
-          <div class="value">
-            <ReconcileState check={check} />
-          </div>
-        </div>
+        <Card label="Balance (rials)" balance>
+          {rials(seller.creditBalance)}
+        </Card>
+        <Card label="Sum of the ledger (rials)">{check ? rials(check.calculatedFromTransactions) : '—'}</Card>
+        <Card label={<>Ledger check ({rowsLabel(check?.totalTransactions ?? 0)})</>}>
+          <ReconcileState check={check} />
+        </Card>
       </div>
       <div class="bar">
         <a href={`/admin/credit-requests?status=all&seller=${seller.id}`}>
@@ -541,14 +526,8 @@ async function phoneNumbersPage(c: AdminContext) {
     <>
       <h1>Phone numbers</h1>
       <div class="cards">
-        <div class="card">
-          <div class="muted">Numbers charged</div>
-          <div class="value">{rials(BigInt(totals?.numbers ?? 0))}</div>
-        </div>
-        <div class="card">
-          <div class="muted">Total charged (rials)</div>
-          <div class="value">{rials(totals?.charged ?? '0')}</div>
-        </div>
+        <Card label="Numbers charged">{rials(BigInt(totals?.numbers ?? 0))}</Card>
+        <Card label="Total charged (rials)">{rials(totals?.charged ?? '0')}</Card>
       </div>
       <form class="bar" method="get" action="/admin/phone-numbers">
         <input type="search" name="number" value={typed ?? ''} placeholder="09…" aria-label="Find a number" />

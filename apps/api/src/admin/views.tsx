@@ -123,6 +123,18 @@ export function Layout(props: LayoutProps) {
   );
 }
 
+/** A figure in a card: a label over a value. */
+export function Card(props: { label: Child; children: Child; balance?: boolean }) {
+  return (
+    <div class="card">
+      <div class="muted">{props.label}</div>
+      <div class="value" data-balance={props.balance ? '' : undefined}>
+        {props.children}
+      </div>
+    </div>
+  );
+}
+
 export function CsrfField(props: { token: string | undefined }) {
   return props.token ? <input type="hidden" name="_csrf" value={props.token} /> : null;
 }
