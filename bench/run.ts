@@ -323,6 +323,11 @@ async function recreateDatabase(): Promise<void> {
 
 // A directory per process: Node writes one profile per thread (tsx's loader hooks run on a
 // thread of their own), and the main thread's is the one that matters.
+/**
+ * The API's heap cap, as `npm run start:api` sets it: without it V8 lets the heap grow lazily on a
+ * large machine and the API's RSS passed 300 MiB under load, for no gain in throughput.
+ */
+const API_HEAP = ['--max-old-space-size=192'];
 const nodeArgs = (name: string) => (opts.profile ? ['--cpu-prof', '--cpu-prof-dir', join(profileDir, name)] : []);
 
 /**
@@ -362,7 +367,10 @@ async function startProduct(): Promise<void> {
   };
   // Several workers on one machine cannot share a health port.
   delete env.WORKER_HEALTH_PORT;
-  const api = new BenchProcess('api', 'apps/api/src/index.ts', { ...env, PORT: String(apiPort) }, nodeArgs('api'));
+  const api = new BenchProcess('api', 'apps/api/src/index.ts', { ...env, PORT: String(apiPort) }, [
+    ...nodeArgs('api'),
+    ...API_HEAP,
+  ]);
   processes.push(api);
   for (let i = 0; i < config.workers; i++) {
     processes.push(new BenchProcess(`worker${i}`, 'apps/worker/src/index.ts', env, nodeArgs(`worker${i}`)));
