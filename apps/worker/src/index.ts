@@ -80,7 +80,7 @@ const requeueTimer = setInterval(async () => {
   for (const [partition, consumer] of consumers) {
     try {
       const count = await requeueLostJobs(db, redis, consumer.bullQueue, partition);
-      if (count > 0) logger.warn({ partition, count }, 'requeued jobs missing from Redis');
+      if (count > 0) logger.warn({ partition, count }, 'requeued jobs missing from Redis or given up by BullMQ');
     } catch (err) {
       logger.debug({ err, partition }, 'requeue check failed');
     }

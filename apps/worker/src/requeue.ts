@@ -5,10 +5,12 @@ import { and, asc, eq, inArray, lt, sql } from 'drizzle-orm';
 import type { Redis } from 'ioredis';
 
 /**
- * PostgreSQL is the record of every accepted job; Redis only carries it to a worker. If Redis
- * lost jobs (a restart without persistence, a failover), they are still unfinished in
- * PostgreSQL and absent from the queue: put them back. A job re-added under its own id is a
- * no-op if it is in fact still there, and a job that already committed is skipped by the worker.
+ * PostgreSQL is the record of every accepted job; Redis only carries it to a worker. Put back the
+ * jobs that are unfinished in PostgreSQL but that the queue will never deliver:
+ * - absent from Redis (a restart without persistence, a failover): re-added under their own id;
+ * - in BullMQ's failed set (it gave up: too many stalls, or attempts used up by workers that
+ *   handed them back while shutting down): retried.
+ * Either is safe: a job that already committed is skipped by the worker.
  *
  * Returns how many jobs were put back.
  */
@@ -34,12 +36,22 @@ export async function requeueLostJobs(
   if (stale.length === 0) return 0;
 
   const pipeline = redis.pipeline();
-  for (const job of stale) pipeline.exists(queue.toKey(job.id));
-  const present = (await pipeline.exec()) ?? [];
-  const lost = stale.filter((_, i) => present[i]?.[1] === 0);
-  if (lost.length === 0) return 0;
-  await queue.addBulk(
-    lost.map((job) => ({ name: job.type, data: job.payload, opts: { ...defaultJobOptions, jobId: job.id } })),
-  );
-  return lost.length;
+  for (const job of stale) {
+    pipeline.exists(queue.toKey(job.id));
+    pipeline.zscore(queue.toKey('failed'), job.id);
+  }
+  const replies = (await pipeline.exec()) ?? [];
+  const lost = stale.filter((_, i) => replies[2 * i]?.[1] === 0);
+  const givenUp = stale.filter((_, i) => replies[2 * i]?.[1] === 1 && replies[2 * i + 1]?.[1] !== null);
+
+  if (lost.length > 0) {
+    await queue.addBulk(
+      lost.map((job) => ({ name: job.type, data: job.payload, opts: { ...defaultJobOptions, jobId: job.id } })),
+    );
+  }
+  for (const { id } of givenUp) {
+    const job = await queue.getJob(id);
+    await job?.retry('failed');
+  }
+  return lost.length + givenUp.length;
 }
