@@ -1,4 +1,4 @@
-import { databaseErrorCode, isDatabaseUnavailable } from '@cs/db';
+import { isRetryableDatabaseError } from '@cs/db';
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
@@ -81,10 +81,9 @@ export function handleError(error: Error, c: Context<AppEnv>) {
       status,
     );
   }
-  // A deadlock or serialization failure rolled the statement back: nothing was done, and the
-  // same request may simply be sent again.
-  const transientConflict = ['40P01', '40001'].includes(databaseErrorCode(error) ?? '');
-  if (isDatabaseUnavailable(error) || isRedisUnavailable(error) || transientConflict) {
+  // PostgreSQL or Redis down, or a deadlock that rolled the statement back: nothing was done,
+  // and the same request may simply be sent again.
+  if (isRetryableDatabaseError(error) || isRedisUnavailable(error)) {
     c.var.logger?.warn({ err: error.message }, 'dependency unavailable');
     return c.json(
       { error: 'A service the API depends on is unavailable; retry later', code: 'service_unavailable' },

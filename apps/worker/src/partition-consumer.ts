@@ -15,7 +15,6 @@ export interface ConsumerOptions {
   lockDurationMs: number;
   stalledIntervalMs: number;
   processBatch: (jobs: readonly QueuedJob[]) => Promise<JobOutcome[]>;
-  onOutcomes?: (outcomes: readonly JobOutcome[]) => void;
 }
 
 interface Held {
@@ -103,7 +102,6 @@ export class PartitionConsumer {
         void this.publish(jobs.map((j) => ({ job_id: j.id, status: 'processing' })));
         try {
           const outcomes = await this.options.processBatch(jobs);
-          this.options.onOutcomes?.(outcomes);
           const committedAt = Date.now();
           void this.publish(
             outcomes.map((o, i) => ({

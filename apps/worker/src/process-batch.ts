@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Database, databaseErrorCode, isDatabaseUnavailable } from '@cs/db';
+import { type Database, isRetryableDatabaseError } from '@cs/db';
 import { applyJobs, type JobOutcome, type LedgerJob, recordFailure } from '@cs/ledger';
 import { type JobPayload, jobPayload } from '@cs/queue';
 import type { Logger } from 'pino';
@@ -15,18 +15,6 @@ export interface BatchDeps {
   logger: Logger;
   /** Aborted when the process is shutting down: in-place retries stop, and the batch is left to redelivery. */
   signal: AbortSignal;
-}
-
-/**
- * Errors that say "try again", not "this job is wrong": PostgreSQL unreachable or restarting, a
- * serialization failure, a deadlock, or this process's own transaction ended by PostgreSQL after
- * it sat idle too long (the process was stalled; see index.ts). The code is looked for under
- * Drizzle's wrapper: judged by the wrapper alone, a deadlock would count as a bad job and the job
- * be recorded as failed.
- */
-function isTransient(error: unknown): boolean {
-  const code = databaseErrorCode(error);
-  return isDatabaseUnavailable(error) || code === '40001' || code === '40P01' || code === '25P03';
 }
 
 /**
@@ -109,7 +97,7 @@ async function withRetry<T>(deps: BatchDeps, run: () => Promise<T>): Promise<T> 
     try {
       return await run();
     } catch (error) {
-      if (!isTransient(error) || deps.signal.aborted) throw error;
+      if (!isRetryableDatabaseError(error) || deps.signal.aborted) throw error;
       const delay = Math.min(50 * 2 ** attempt, 2000);
       if (attempt % 10 === 0) {
         deps.logger.warn({ code: (error as { code?: string }).code, attempt }, 'database unavailable; retrying');

@@ -38,6 +38,16 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   return unavailableCodes.has(code) || code.startsWith('08');
 }
 
+/**
+ * True when trying again may succeed: PostgreSQL unreachable or restarting, a deadlock or a
+ * serialization failure (the statement was rolled back), or a transaction PostgreSQL ended for
+ * sitting idle (25P03). Nothing of the failed attempt was applied.
+ */
+export function isRetryableDatabaseError(error: unknown): boolean {
+  const code = databaseErrorCode(error);
+  return isDatabaseUnavailable(error) || code === '40001' || code === '40P01' || code === '25P03';
+}
+
 /** One line for an operator, instead of a stack trace. */
 export function describeConnectionError(error: unknown, url: string): string {
   const where = safeUrl(url);

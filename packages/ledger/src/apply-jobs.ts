@@ -1,4 +1,4 @@
-import { creditRequests, jobs, sellers, type Tx } from '@cs/db';
+import { creditRequests, isFinalJobStatus, jobs, sellers, type Tx } from '@cs/db';
 import { inArray, sql } from 'drizzle-orm';
 import {
   type CreditRequestState,
@@ -80,7 +80,7 @@ export async function applyJobs(tx: Tx, batch: readonly LedgerJob[]): Promise<Jo
       outcomes.push(failure(job.id, 'unknown_job', 'The job has no record; it was not applied'));
       continue;
     }
-    if (row.status === 'succeeded' || row.status === 'rejected' || row.status === 'failed') {
+    if (isFinalJobStatus(row.status)) {
       outcomes.push({
         jobId: job.id,
         status: row.status,

@@ -1,3 +1,4 @@
+import type { JobStatus } from '@cs/db';
 import type { JobsOptions } from 'bullmq';
 import { z } from 'zod';
 
@@ -49,15 +50,12 @@ export const defaultJobOptions: JobsOptions = {
   removeOnFail: { count: 5000 },
 };
 
-export const jobStatusValues = ['queued', 'processing', 'succeeded', 'rejected', 'failed'] as const;
-export type JobStatusValue = (typeof jobStatusValues)[number];
-
 /** The job resource of the HTTP contract, as stored and as pushed to API processes. */
 export interface JobResource {
   job_id: string;
   type: 'charge_sale' | 'credit_approval';
   seller_id: string;
-  status: JobStatusValue;
+  status: JobStatus;
   submitted_at: string;
   finished_at: string | null;
   result: Record<string, unknown> | null;
@@ -67,7 +65,7 @@ export interface JobResource {
 /** A status change, published by workers, consumed by API processes (wait, SSE). */
 export interface JobEvent {
   job_id: string;
-  status: JobStatusValue;
+  status: JobStatus;
   /** On final events: the job's type, and milliseconds from queued to committed. */
   type?: string;
   latency_ms?: number;

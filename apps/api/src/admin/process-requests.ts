@@ -1,4 +1,4 @@
-import { creditRequests, jobs } from '@cs/db';
+import { creditRequests, isFinalJobStatus, jobs } from '@cs/db';
 import { inArray } from 'drizzle-orm';
 import type { AppDeps } from '../context.ts';
 import { submitJob } from '../services/submit-job.ts';
@@ -18,8 +18,6 @@ export type Outcome =
 export const PROCESS_WAIT_MS = 5_000;
 /** Most requests processed by one submission. */
 export const MAX_BATCH = 100;
-
-const isFinal = (status: string) => status === 'succeeded' || status === 'rejected' || status === 'failed';
 
 /**
  * Approves or rejects credit requests the way the API does: one job each on the seller's
@@ -77,7 +75,7 @@ export async function processCreditRequests(
     const sent = submitted.get(id);
     if (!sent) return { id, kind: 'missing' };
     const job = finals.get(sent.jobId);
-    if (!job || !isFinal(job.status)) return { id, kind: 'queued', jobId: sent.jobId };
+    if (!job || !isFinalJobStatus(job.status)) return { id, kind: 'queued', jobId: sent.jobId };
     if (job.status === 'succeeded') return { id, kind: 'done', amount: sent.amount };
     const error = (job.error ?? {}) as { code?: string; error?: string };
     if (error.code === 'already_processed') return { id, kind: 'already', status: 'processed' };
@@ -94,7 +92,7 @@ async function waitForJobs(deps: AppDeps, jobIds: string[], waitMs: number): Pro
   // Subscribe before looking: a job that finishes between the look and the subscription is still seen.
   const waiters = jobIds.map((id) => ({ id, waiter: deps.jobEvents.waitForFinal(id, waitMs) }));
   const now = await load();
-  for (const { id, waiter } of waiters) if (isFinal(now.get(id)?.status ?? 'queued')) waiter.cancel();
+  for (const { id, waiter } of waiters) if (isFinalJobStatus(now.get(id)?.status ?? 'queued')) waiter.cancel();
   const finishedLate = await Promise.all(waiters.map(({ waiter }) => waiter.done));
   return finishedLate.some(Boolean) ? load() : now;
 }

@@ -1,4 +1,4 @@
-import { jobs } from '@cs/db';
+import { isFinalJobStatus, jobs } from '@cs/db';
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { eq } from 'drizzle-orm';
 import { streamSSE } from 'hono/streaming';
@@ -8,7 +8,6 @@ import { currentJobView } from '../services/job-response.ts';
 import { findAccessibleJob } from './jobs.ts';
 
 const HEARTBEAT_MS = 15_000;
-const isFinal = (status: string) => status === 'succeeded' || status === 'rejected' || status === 'failed';
 
 const streamJob = createRoute({
   method: 'get',
@@ -55,7 +54,7 @@ export function registerJobStreamRoutes(app: OpenAPIHono<AppEnv>) {
             lastStatus = view.status;
             await stream.writeSSE({ event: 'job', id: String(++sequence), data: JSON.stringify(view) });
           }
-          if (isFinal(view.status)) break;
+          if (isFinalJobStatus(view.status)) break;
           if (changed) continue;
           await new Promise<void>((resolve) => {
             const heartbeat = setTimeout(() => {

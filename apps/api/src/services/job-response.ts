@@ -1,4 +1,4 @@
-import { jobs } from '@cs/db';
+import { isFinalJobStatus, jobs } from '@cs/db';
 import { eq } from 'drizzle-orm';
 import type { Context } from 'hono';
 import type { AppDeps, AppEnv } from '../context.ts';
@@ -6,7 +6,6 @@ import type { JobRow } from './submit-job.ts';
 import { jobView } from './views.ts';
 
 const MAX_WAIT_SECONDS = 30;
-const isFinal = (status: string) => status === 'succeeded' || status === 'rejected' || status === 'failed';
 
 /** Seconds asked for by `Prefer: wait=N` (RFC 7240), capped at 30; 0 when absent. */
 export function preferredWait(header: string | undefined): number {
@@ -31,18 +30,18 @@ export async function respondWithJob(c: Context<AppEnv>, job: JobRow) {
   const deps = c.var.deps;
   const waitSeconds = preferredWait(c.req.header('prefer'));
   let row = job;
-  if (waitSeconds > 0 && !isFinal(row.status)) {
+  if (waitSeconds > 0 && !isFinalJobStatus(row.status)) {
     const waiter = deps.jobEvents.waitForFinal(job.id, waitSeconds * 1000);
     // The job may have finished before the subscription: look once after subscribing.
     const [now] = await deps.db.select().from(jobs).where(eq(jobs.id, job.id));
-    if (now && isFinal(now.status)) waiter.cancel();
+    if (now && isFinalJobStatus(now.status)) waiter.cancel();
     else if (await waiter.done) {
       const [done] = await deps.db.select().from(jobs).where(eq(jobs.id, job.id));
       if (done) row = done;
     }
-    if (now && isFinal(now.status)) row = now;
+    if (now && isFinalJobStatus(now.status)) row = now;
   }
-  if (waitSeconds > 0 && isFinal(row.status)) {
+  if (waitSeconds > 0 && isFinalJobStatus(row.status)) {
     c.header('Preference-Applied', `wait=${waitSeconds}`);
     return c.json(jobView(row), 200);
   }

@@ -6,6 +6,10 @@ export const jobTypes = ['charge_sale', 'credit_approval'] as const;
 export type JobType = (typeof jobTypes)[number];
 export const jobStatuses = ['queued', 'processing', 'succeeded', 'rejected', 'failed'] as const;
 export type JobStatus = (typeof jobStatuses)[number];
+/** A job in one of these has taken its one effect (or none, for good): nothing more happens to it. */
+export type FinalJobStatus = 'succeeded' | 'rejected' | 'failed';
+export const isFinalJobStatus = (status: string): status is FinalJobStatus =>
+  status === 'succeeded' || status === 'rejected' || status === 'failed';
 
 /**
  * Every accepted request is a row here before the client hears 202: it is the durable record the
