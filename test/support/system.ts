@@ -127,13 +127,22 @@ export class System {
     const killOnExit = () => child.kill('SIGKILL');
     process.once('exit', killOnExit);
     child.once('exit', () => process.off('exit', killOnExit));
-    const keep = (chunk: Buffer) => {
-      this.logs.push(`[${name}] ${chunk.toString()}`);
-      if (this.logs.length > 500) this.logs.splice(0, 100);
-      if (process.env.TEST_SHOW_LOGS) process.stderr.write(`[${name}] ${chunk}`);
+    // Whole lines only: a pipe cuts output anywhere, and a line split across two chunks would
+    // not match what a test looks for in it.
+    const keepLines = () => {
+      let partial = '';
+      return (chunk: Buffer) => {
+        const lines = (partial + chunk.toString()).split('\n');
+        partial = lines.pop() ?? '';
+        for (const line of lines) {
+          this.logs.push(`[${name}] ${line}\n`);
+          if (process.env.TEST_SHOW_LOGS) process.stderr.write(`[${name}] ${line}\n`);
+        }
+        if (this.logs.length > 2000) this.logs.splice(0, this.logs.length - 1500);
+      };
     };
-    child.stdout?.on('data', keep);
-    child.stderr?.on('data', keep);
+    child.stdout?.on('data', keepLines());
+    child.stderr?.on('data', keepLines());
     return child;
   }
 
