@@ -37,7 +37,14 @@ describe.each([
     redis = await throwawayRedis({ appendonly });
     postgres = await throwawayPostgres();
     sql = testSql(postgres.databaseUrl);
-    system = await System.start({ workers: 2, redisUrl: redis.url, databaseUrl: postgres.databaseUrl });
+    // Small batches: workers then hold few jobs in hand, and most of the backlog waits in Redis
+    // when it dies, where only the rebuild from PostgreSQL can bring it back.
+    system = await System.start({
+      workers: 2,
+      redisUrl: redis.url,
+      databaseUrl: postgres.databaseUrl,
+      env: { BATCH_SIZE: '2' },
+    });
     client = new Client(system.baseUrl);
   });
   afterAll(async () => {
