@@ -1,5 +1,6 @@
 import type { Config } from '@cs/config';
 import type { Database } from '@cs/db';
+import type { HttpBindings } from '@hono/node-server';
 import type { Logger } from 'pino';
 import type { JobEvents } from './services/job-events.ts';
 import type { JobQueues } from './services/job-queues.ts';
@@ -25,6 +26,8 @@ export interface AppDeps {
 }
 
 export type AppEnv = {
+  /** Node's own request and response, under @hono/node-server. */
+  Bindings: HttpBindings;
   Variables: {
     deps: AppDeps;
     logger: Logger;

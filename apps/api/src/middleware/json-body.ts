@@ -1,4 +1,4 @@
-import { bodyLimit } from 'hono/body-limit';
+import type { IncomingMessage } from 'node:http';
 import { createMiddleware } from 'hono/factory';
 import type { AppEnv } from '../context.ts';
 import { ApiError } from '../errors.ts';
@@ -32,49 +32,70 @@ export function quoteNonIntegerNumbers(text: string): string {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-const limit = bodyLimit({
-  maxSize: MAX_BODY_BYTES,
-  onError: () => {
-    throw new ApiError('payload_too_large', `The body is larger than ${MAX_BODY_BYTES} bytes`);
-  },
-});
+const tooLarge = () => new ApiError('payload_too_large', `The body is larger than ${MAX_BODY_BYTES} bytes`);
+
+/**
+ * Reads the body straight from Node's request, refusing it as soon as it passes the limit
+ * (declared or, when chunked, counted). Going through the web `Request` instead builds a
+ * `ReadableStream` per request, which cost a tenth of the API's CPU under load.
+ */
+function readBody(incoming: IncomingMessage): Promise<Buffer> {
+  if (Number(incoming.headers['content-length']) > MAX_BODY_BYTES) return Promise.reject(tooLarge());
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const settle = (error?: unknown) => {
+      incoming.off('data', onData).off('end', onEnd).off('error', cutShort).off('close', onClose);
+      if (error) reject(error);
+      else resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) settle(tooLarge());
+      else chunks.push(chunk);
+    };
+    const onEnd = () => settle();
+    const cutShort = () => settle(new ApiError('malformed_request', 'The request body ended early'));
+    const onClose = () => (incoming.complete ? settle() : cutShort());
+    incoming.on('data', onData).on('end', onEnd).on('error', cutShort).on('close', onClose);
+  });
+}
 
 export const jsonBody = createMiddleware<AppEnv>(async (c, next) => {
   if (c.req.method !== 'POST' && c.req.method !== 'PATCH' && c.req.method !== 'PUT') return next();
-  return limit(c, async () => {
-    if (!jsonMediaType.test(c.req.header('content-type') ?? '')) {
-      throw new ApiError('unsupported_media_type', 'The body must be JSON (Content-Type: application/json)');
-    }
-    let raw: string;
-    try {
-      // JSON travels as UTF-8; bytes that are not would otherwise be read as U+FFFD and stored
-      // other than they were sent.
-      raw = utf8.decode(await c.req.arrayBuffer());
-    } catch {
-      throw new ApiError('invalid_json', 'The body is not valid UTF-8');
-    }
-    let body: unknown;
-    try {
-      // The text as sent must be JSON: quoting numbers first would turn `01.5`, which is not
-      // JSON, into a string that is.
-      body = JSON.parse(raw);
-    } catch {
-      throw new ApiError('invalid_json', 'The body is not valid JSON');
-    }
-    // No request has such a field. Copied into an ordinary object, as the list of offending
-    // fields is, it would set that object's prototype instead of naming the field; copied by
-    // any later code, it would do the same to that code's object. Deeper in the body it is only
-    // part of a value, which no field of ours accepts as an object.
-    if (typeof body === 'object' && body !== null && Object.hasOwn(body, '__proto__')) {
-      throw new ApiError('validation_error', 'Invalid request: __proto__', {
-        fields: Object.fromEntries([['__proto__', 'is not a field of this request']]),
-      });
-    }
-    // The route validators read the body through c.req.json(), which parses Hono's cached text:
-    // this text, and nothing else of the body is left for anyone to read.
-    const cache = c.req.bodyCache as { text?: Promise<string>; arrayBuffer?: Promise<ArrayBuffer> };
-    delete cache.arrayBuffer;
-    cache.text = Promise.resolve(quoteNonIntegerNumbers(raw));
-    await next();
-  });
+  // The size comes first, as the body must be read (or refused) whatever else is wrong with it.
+  const bytes = await readBody(c.env.incoming);
+  if (!jsonMediaType.test(c.req.header('content-type') ?? '')) {
+    throw new ApiError('unsupported_media_type', 'The body must be JSON (Content-Type: application/json)');
+  }
+  let raw: string;
+  try {
+    // JSON travels as UTF-8; bytes that are not would otherwise be read as U+FFFD and stored
+    // other than they were sent.
+    raw = utf8.decode(bytes);
+  } catch {
+    throw new ApiError('invalid_json', 'The body is not valid UTF-8');
+  }
+  let body: unknown;
+  try {
+    // The text as sent must be JSON: quoting numbers first would turn `01.5`, which is not
+    // JSON, into a string that is.
+    body = JSON.parse(raw);
+  } catch {
+    throw new ApiError('invalid_json', 'The body is not valid JSON');
+  }
+  // No request has such a field. Copied into an ordinary object, as the list of offending
+  // fields is, it would set that object's prototype instead of naming the field; copied by
+  // any later code, it would do the same to that code's object. Deeper in the body it is only
+  // part of a value, which no field of ours accepts as an object.
+  if (typeof body === 'object' && body !== null && Object.hasOwn(body, '__proto__')) {
+    throw new ApiError('validation_error', 'Invalid request: __proto__', {
+      fields: Object.fromEntries([['__proto__', 'is not a field of this request']]),
+    });
+  }
+  // The route validators read the body through c.req.json(), which parses Hono's cached text:
+  // this text, and nothing else of the body is left for anyone to read.
+  const cache = c.req.bodyCache as { text?: Promise<string> };
+  cache.text = Promise.resolve(quoteNonIntegerNumbers(raw));
+  await next();
 });
