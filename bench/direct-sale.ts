@@ -64,9 +64,9 @@ export async function sellInOneTransaction(sql: Sql, sale: DirectSale): Promise<
     // The jobs row first: the ledger row's job_id references it.
     const [, , [ledgerRow]] = await Promise.all([
       tx`update sellers set credit_balance = ${newBalance.toString()}::bigint where id = ${sale.sellerId}`,
-      tx`insert into jobs (id, type, seller_id, partition, status, payload, request_id, result,
+      tx`insert into jobs (id, type, seller_id, partition, queue_job_id, status, payload, request_id, result,
                            submitted_at, started_at, finished_at)
-         values (${jobId}, 'charge_sale', ${sale.sellerId}, ${partitionOf(sale.sellerId, PARTITIONS)}, 'succeeded',
+         values (${jobId}, 'charge_sale', ${sale.sellerId}, ${partitionOf(sale.sellerId, PARTITIONS)}, ${jobId}, 'succeeded',
                  ${tx.json(payload)}, ${sale.requestId}, ${tx.json(result)},
                  ${sale.receivedAt}, now(), clock_timestamp())`,
       tx<

@@ -15,8 +15,8 @@ describe('database constraints, with the application bypassed', () => {
     jobId = randomUUID();
     await sql`insert into sellers (id, name, email, phone, api_key_hash, credit_balance)
               values (${sellerId}, 'Direct', ${`${sellerId}@direct.test`}, '09120000000', ${`hash-${sellerId}`}, 1000)`;
-    await sql`insert into jobs (id, type, seller_id, partition, payload, status, finished_at)
-              values (${jobId}, 'charge_sale', ${sellerId}, 0, '{}', 'succeeded', now())`;
+    await sql`insert into jobs (id, type, seller_id, partition, queue_job_id, payload, status, finished_at)
+              values (${jobId}, 'charge_sale', ${sellerId}, 0, ${jobId}, '{}', 'succeeded', now())`;
     await sql`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number)
               values (${sellerId}, 'charge_sale', -500, 500, ${jobId}, '09121111111')`;
   });
@@ -57,7 +57,7 @@ describe('database constraints, with the application bypassed', () => {
     ];
     for (const [amount, after] of cases) {
       const otherJob = randomUUID();
-      await sql`insert into jobs (id, type, seller_id, partition, payload) values (${otherJob}, 'charge_sale', ${sellerId}, 0, '{}')`;
+      await sql`insert into jobs (id, type, seller_id, partition, queue_job_id, payload) values (${otherJob}, 'charge_sale', ${sellerId}, 0, ${otherJob}, '{}')`;
       await expect(
         sql`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number)
             values (${sellerId}, 'charge_sale', ${amount}, ${after}, ${otherJob}, '09121111111')`,
@@ -75,11 +75,11 @@ describe('database constraints, with the application bypassed', () => {
 
   it('refuses a reused idempotency key for one seller, and an unknown job status', async () => {
     const insertJob = (key: string) =>
-      sql`insert into jobs (id, type, seller_id, partition, payload, idempotency_key) values (${randomUUID()}, 'charge_sale', ${sellerId}, 0, '{}', ${key})`;
+      sql`insert into jobs (id, type, seller_id, partition, queue_job_id, payload, idempotency_key) values (${randomUUID()}, 'charge_sale', ${sellerId}, 0, ${randomUUID()}, '{}', ${key})`;
     await insertJob('key-1');
     await expect(insertJob('key-1')).rejects.toMatchObject({ code: '23505' });
     await expect(
-      sql`insert into jobs (id, type, seller_id, partition, payload, status) values (${randomUUID()}, 'charge_sale', ${sellerId}, 0, '{}', 'done')`,
+      sql`insert into jobs (id, type, seller_id, partition, queue_job_id, payload, status) values (${randomUUID()}, 'charge_sale', ${sellerId}, 0, ${randomUUID()}, '{}', 'done')`,
     ).rejects.toMatchObject({ code: '23514' });
   });
 });

@@ -112,7 +112,7 @@ describe('operations: pushed results, metrics, OpenAPI, health, reconcile', () =
     expect(text).toMatch(/jobs_finished_total\{type="charge_sale",outcome="succeeded"\} [1-9]/);
     expect(text).toMatch(/jobs_finished_total\{type="credit_approval",outcome="succeeded"\} [1-9]/);
     expect(text).toMatch(/job_latency_seconds_count\{type="charge_sale"\} [1-9]/);
-    expect(text).toMatch(/queue_jobs\{partition="15",state="wait"\} \d+/);
+    expect(text).toMatch(/queue_messages\{partition="15",state="wait"\} \d+/);
     expect(text).toMatch(
       /http_request_duration_seconds_count\{method="POST",route="\/api\/charge-sales",status="200"\} [1-9]/,
     );

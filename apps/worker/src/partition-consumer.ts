@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { JobOutcome } from '@cs/ledger';
-import { defaultJobOptions, type JobEvent, jobEventsChannel, partitionQueueName } from '@cs/queue';
+import { type Delivery, defaultJobOptions, type JobEvent, jobEventsChannel, partitionQueueName } from '@cs/queue';
 import { type Job, Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -18,15 +18,18 @@ export interface ConsumerOptions {
 }
 
 interface Held {
-  job: Job;
-  resolve: (outcome: JobOutcome) => void;
+  message: Job;
+  jobs: QueuedJob[];
+  resolve: (outcomes: JobOutcome[]) => void;
   reject: (error: unknown) => void;
 }
 
 /**
- * Consumes one partition while this process holds its lease. BullMQ hands the worker up to
- * `batchSize` jobs at once; they are gathered and applied in one transaction, one batch after
- * another, so the partition stays serial while each commit carries many jobs.
+ * Consumes one partition while this process holds its lease. A queue message carries jobs
+ * accepted together (see `Delivery`); BullMQ hands the worker up to `batchSize` messages at once,
+ * and the jobs they carry are gathered and applied in one transaction (about `batchSize` jobs at
+ * most), one batch after another, so the partition stays serial while each commit carries many
+ * jobs.
  */
 export class PartitionConsumer {
   private readonly worker: Worker;
@@ -39,7 +42,7 @@ export class PartitionConsumer {
     const name = partitionQueueName(options.partition);
     this.queue = new Queue(name, { connection: options.redis, prefix: options.prefix, defaultJobOptions });
     this.queue.on('error', (err) => options.logger.warn({ err, partition: options.partition }, 'queue error'));
-    this.worker = new Worker(name, (job) => this.hold(job), {
+    this.worker = new Worker(name, (message) => this.hold(message), {
       connection: options.redis,
       prefix: options.prefix,
       autorun: false,
@@ -82,9 +85,9 @@ export class PartitionConsumer {
     return this.queue;
   }
 
-  private hold(job: Job): Promise<JobOutcome> {
+  private hold(message: Job): Promise<JobOutcome[]> {
     return new Promise((resolve, reject) => {
-      this.held.push({ job, resolve, reject });
+      this.held.push({ message, jobs: unpack(message, this.options.logger), resolve, reject });
       if (!this.draining) {
         this.draining = true;
         // Let the fetches already in flight land, so the first batch is not a batch of one.
@@ -96,23 +99,30 @@ export class PartitionConsumer {
   private async drain(): Promise<void> {
     try {
       while (this.held.length > 0) {
-        const batch = this.held.splice(0, this.options.batchSize);
-        const jobs = batch.map((h) => ({ id: h.job.id ?? '', data: h.job.data }));
+        const batch = this.takeBatch();
+        const jobs = batch.flatMap((h) => h.jobs);
         // Not awaited: one connection keeps the events in order, and the batch need not wait.
         void this.publish(jobs.map((j) => ({ job_id: j.id, status: 'processing' })));
         try {
           const outcomes = await this.options.processBatch(jobs);
           const committedAt = Date.now();
-          void this.publish(
-            outcomes.map((o, i) => ({
-              job_id: o.jobId,
-              status: o.status,
-              type: batch[i]?.job.name,
-              // Queued → committed, for the latency histogram; a replay took no new time.
-              latency_ms: o.replayed ? undefined : committedAt - (batch[i]?.job.timestamp ?? committedAt),
-            })),
-          );
-          for (const [i, h] of batch.entries()) h.resolve(outcomes[i] as JobOutcome);
+          const events: JobEvent[] = [];
+          let start = 0;
+          for (const held of batch) {
+            const own = outcomes.slice(start, start + held.jobs.length);
+            start += held.jobs.length;
+            for (const [i, o] of own.entries()) {
+              events.push({
+                job_id: o.jobId,
+                status: o.status,
+                type: (held.jobs[i]?.data as { type?: string } | undefined)?.type,
+                // Queued → committed, for the latency histogram; a replay took no new time.
+                latency_ms: o.replayed ? undefined : committedAt - held.message.timestamp,
+              });
+            }
+            held.resolve(own);
+          }
+          void this.publish(events);
         } catch (error) {
           for (const h of batch) h.reject(error);
         }
@@ -120,6 +130,20 @@ export class PartitionConsumer {
     } finally {
       this.draining = false;
     }
+  }
+
+  /** The oldest held messages, up to about `batchSize` jobs (always at least one message). */
+  private takeBatch(): Held[] {
+    let count = 0;
+    let taken = 0;
+    while (
+      taken < this.held.length &&
+      (taken === 0 || count + (this.held[taken]?.jobs.length ?? 0) <= this.options.batchSize)
+    ) {
+      count += this.held[taken]?.jobs.length ?? 0;
+      taken++;
+    }
+    return this.held.splice(0, taken);
   }
 
   /** Tells API processes (waiting clients, event streams) what changed; best effort. */
@@ -131,3 +155,19 @@ export class PartitionConsumer {
     }
   }
 }
+
+/** The jobs a message carries; one that carries none the worker can name is logged and left. */
+function unpack(message: Job, logger: Logger): QueuedJob[] {
+  const carried = (message.data as Partial<Delivery> | undefined)?.jobs;
+  const jobs = Array.isArray(carried) ? carried : [];
+  const named = jobs.flatMap((data: unknown) => {
+    const id = (data as { jobId?: unknown } | null)?.jobId;
+    return typeof id === 'string' && uuidPattern.test(id) ? [{ id, data }] : [];
+  });
+  if (named.length !== jobs.length || jobs.length === 0) {
+    logger.error({ queueJobId: message.id, carried: jobs.length, named: named.length }, 'malformed queue message');
+  }
+  return named;
+}
+
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -1,5 +1,5 @@
 import { type Database, jobs } from '@cs/db';
-import { defaultJobOptions } from '@cs/queue';
+import { type Delivery, defaultJobOptions, deliveryName, type JobPayload } from '@cs/queue';
 import type { Queue } from 'bullmq';
 import { and, asc, eq, inArray, lt, sql } from 'drizzle-orm';
 import type { Redis } from 'ioredis';
@@ -7,9 +7,10 @@ import type { Redis } from 'ioredis';
 /**
  * PostgreSQL is the record of every accepted job; Redis only carries it to a worker. Put back the
  * jobs that are unfinished in PostgreSQL but that the queue will never deliver:
- * - absent from Redis (a restart without persistence, a failover): re-added under their own id;
- * - in BullMQ's failed set (it gave up: too many stalls, or attempts used up by workers that
- *   handed them back while shutting down): retried.
+ * - their message is absent from Redis (a restart without persistence, a failover): re-added
+ *   under its own id, carrying those of its jobs that are still unfinished;
+ * - their message is in BullMQ's failed set (it gave up: too many stalls, or attempts used up by
+ *   workers that handed it back while shutting down): retried.
  * Either is safe: a job that already committed is skipped by the worker.
  *
  * Returns how many jobs were put back.
@@ -22,7 +23,7 @@ export async function requeueLostJobs(
   { olderThanMs = 10_000, limit = 500 } = {},
 ): Promise<number> {
   const stale = await db
-    .select({ id: jobs.id, type: jobs.type, payload: jobs.payload })
+    .select({ id: jobs.id, queueJobId: jobs.queueJobId, payload: jobs.payload })
     .from(jobs)
     .where(
       and(
@@ -35,23 +36,31 @@ export async function requeueLostJobs(
     .limit(limit);
   if (stale.length === 0) return 0;
 
-  const pipeline = redis.pipeline();
+  const messages = new Map<string, JobPayload[]>();
   for (const job of stale) {
-    pipeline.exists(queue.toKey(job.id));
-    pipeline.zscore(queue.toKey('failed'), job.id);
+    messages.set(job.queueJobId, [...(messages.get(job.queueJobId) ?? []), job.payload as JobPayload]);
+  }
+  const ids = [...messages.keys()];
+  const pipeline = redis.pipeline();
+  for (const id of ids) {
+    pipeline.exists(queue.toKey(id));
+    pipeline.zscore(queue.toKey('failed'), id);
   }
   const replies = (await pipeline.exec()) ?? [];
-  const lost = stale.filter((_, i) => replies[2 * i]?.[1] === 0);
-  const givenUp = stale.filter((_, i) => replies[2 * i]?.[1] === 1 && replies[2 * i + 1]?.[1] !== null);
+  const lost = ids.filter((_, i) => replies[2 * i]?.[1] === 0);
+  const givenUp = ids.filter((_, i) => replies[2 * i]?.[1] === 1 && replies[2 * i + 1]?.[1] !== null);
 
   if (lost.length > 0) {
     await queue.addBulk(
-      lost.map((job) => ({ name: job.type, data: job.payload, opts: { ...defaultJobOptions, jobId: job.id } })),
+      lost.map((id) => {
+        const delivery: Delivery = { jobs: messages.get(id) ?? [] };
+        return { name: deliveryName, data: delivery, opts: { ...defaultJobOptions, jobId: id } };
+      }),
     );
   }
-  for (const { id } of givenUp) {
-    const job = await queue.getJob(id);
-    await job?.retry('failed');
+  for (const id of givenUp) {
+    const message = await queue.getJob(id);
+    await message?.retry('failed');
   }
-  return lost.length + givenUp.length;
+  return [...lost, ...givenUp].reduce((count, id) => count + (messages.get(id)?.length ?? 0), 0);
 }

@@ -2,7 +2,7 @@ import type { JobStatus } from '@cs/db';
 import type { JobsOptions } from 'bullmq';
 import { z } from 'zod';
 
-/** BullMQ job names; the job's type in the API is the same string. */
+/** Job types, as the API shows them and as queue messages carry them. */
 export const JobName = {
   chargeSale: 'charge_sale',
   creditApproval: 'credit_approval',
@@ -36,6 +36,17 @@ export type CreditApprovalPayload = z.infer<typeof creditApprovalPayload>;
 /** What a queue job carries; the worker parses it before doing anything. */
 export const jobPayload = z.discriminatedUnion('type', [chargeSalePayload, creditApprovalPayload]);
 export type JobPayload = z.infer<typeof jobPayload>;
+
+/**
+ * What one queue message carries: jobs of one partition accepted together, oldest first. Its
+ * BullMQ id is the first job's id, recorded on every job it carries (`jobs.queue_job_id`). The
+ * queue costs a few Lua calls per message (add, take, finish), so a burst for a seller costs
+ * them once rather than once per sale.
+ */
+export interface Delivery {
+  jobs: JobPayload[];
+}
+export const deliveryName = 'delivery';
 
 /**
  * Finished jobs leave Redis soon: their outcome lives in PostgreSQL. A few are kept for the

@@ -1,4 +1,11 @@
-import { defaultJobOptions, type JobPayload, partitionOf, partitionQueueName } from '@cs/queue';
+import {
+  type Delivery,
+  defaultJobOptions,
+  deliveryName,
+  type JobPayload,
+  partitionOf,
+  partitionQueueName,
+} from '@cs/queue';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -32,20 +39,22 @@ export class JobQueues {
     return queue;
   }
 
-  /** Enqueues under each job's own id (adding a job twice leaves one job), in one round trip. */
-  async addBulk(partition: number, payloads: JobPayload[]): Promise<void> {
-    await this.queue(partition).addBulk(
-      payloads.map((payload) => ({
-        name: payload.type,
-        data: payload,
-        opts: { ...defaultJobOptions, jobId: payload.jobId },
-      })),
-    );
+  /**
+   * Enqueues jobs of one partition, oldest first, as one message under the given id (adding it
+   * twice leaves one message).
+   */
+  async deliver(partition: number, queueJobId: string, payloads: JobPayload[]): Promise<void> {
+    const delivery: Delivery = { jobs: payloads };
+    // addBulk, even for one message: it sends a pipeline, which fails at once while Redis is down,
+    // where add() sends a lone command that ioredis holds for a reconnection first (seconds).
+    await this.queue(partition).addBulk([
+      { name: deliveryName, data: delivery, opts: { ...defaultJobOptions, jobId: queueJobId } },
+    ]);
   }
 
-  /** BullMQ's view of a job still unfinished in PostgreSQL: is a worker holding it right now? */
-  async isActive(partition: number, jobId: string): Promise<boolean> {
-    return (await this.queue(partition).getJobState(jobId)) === 'active';
+  /** BullMQ's view of a job still unfinished in PostgreSQL: is a worker holding its message right now? */
+  async isActive(partition: number, queueJobId: string): Promise<boolean> {
+    return (await this.queue(partition).getJobState(queueJobId)) === 'active';
   }
 
   async close(): Promise<void> {

@@ -16,7 +16,7 @@ export function preferredWait(header: string | undefined): number {
 /** The job as the contract shows it; a queued job that a worker holds right now is `processing`. */
 export async function currentJobView(deps: AppDeps, row: JobRow) {
   if (row.status === 'queued') {
-    const active = await deps.queues.isActive(row.partition, row.id).catch(() => false);
+    const active = await deps.queues.isActive(row.partition, row.queueJobId).catch(() => false);
     if (active) return jobView(row, 'processing');
   }
   return jobView(row);

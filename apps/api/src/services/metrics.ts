@@ -46,8 +46,8 @@ export class Metrics {
     });
     const queues = deps.queues;
     new Gauge({
-      name: 'queue_jobs',
-      help: 'Jobs in each partition queue, by state',
+      name: 'queue_messages',
+      help: 'Messages in each partition queue, by state (a message carries the jobs of a partition accepted together)',
       labelNames: ['partition', 'state'],
       registers: [this.registry],
       async collect() {

@@ -3,7 +3,7 @@ import { type Database, jobs } from '@cs/db';
 import { recordFailure } from '@cs/ledger';
 import type { ChargeSalePayload, CreditApprovalPayload, JobPayload } from '@cs/queue';
 import { Batcher } from '@cs/queue';
-import { and, eq, or } from 'drizzle-orm';
+import { and, eq, or, sql } from 'drizzle-orm';
 import type { Logger } from 'pino';
 import { uuidv7 } from 'uuidv7';
 import type { AppDeps } from '../context.ts';
@@ -31,15 +31,17 @@ export function submitJob(deps: AppDeps, submission: Submission): Promise<Accept
   return deps.submitter.submit(submission);
 }
 
-type Prepared = typeof jobs.$inferInsert & { id: string; payload: JobPayload; partition: number };
+type Prepared = Omit<JobRow, 'submittedAt' | 'status' | 'result' | 'error' | 'startedAt' | 'finishedAt'> & {
+  payload: JobPayload;
+};
 
 /**
  * Accepts jobs: records each in PostgreSQL, then puts it on its seller's partition queue. The
  * row comes first so that a job that got a 202 is never lost, even if Redis later loses it
  * (workers put back jobs that are unfinished in PostgreSQL and missing from Redis).
  *
- * Concurrent submissions are gathered: one multi-row INSERT and one pipelined `addBulk` per
- * partition serve a whole batch, so a burst costs a few round trips instead of two per request.
+ * Concurrent submissions are gathered: one INSERT, and one queue message per partition, serve a
+ * whole batch, so a burst costs a few round trips instead of two per request.
  *
  * With an idempotency key, the unique (seller, key) constraint decides between concurrent
  * submissions, even across API processes: one row is inserted, every other submission gets that
@@ -64,6 +66,7 @@ export class JobSubmitter {
       type: payload.type,
       sellerId: payload.sellerId,
       partition: this.queues.partitionOf(payload.sellerId),
+      queueJobId: id,
       payload: { ...payload, jobId: id } as JobPayload,
       idempotencyKey: idempotencyKey ?? null,
       requestHash: idempotencyKey ? hashRequest(request ?? payload) : null,
@@ -72,26 +75,40 @@ export class JobSubmitter {
   }
 
   private async acceptAll(items: Prepared[]): Promise<Array<Accepted | Error>> {
-    // Rows go in (seller, key) order, so concurrent batches (of this process or another) lock
-    // idempotency keys and sellers in one order and can never deadlock on each other.
-    const ordered = [...items].sort((a, b) => compareKeys(a, b));
-    const inserted = await this.db
-      .insert(jobs)
-      .values(ordered)
-      .onConflictDoNothing({ target: [jobs.sellerId, jobs.idempotencyKey] })
-      .returning();
-    const byId = new Map(inserted.map((row) => [row.id, row]));
-    const replays = items.filter((item) => !byId.has(item.id));
+    // One message per partition, named after its oldest job (ids are time-ordered).
+    const deliveries = new Map<number, Prepared[]>();
+    for (const item of items) {
+      const delivery = deliveries.get(item.partition);
+      if (delivery) delivery.push(item);
+      else deliveries.set(item.partition, [item]);
+    }
+    for (const delivery of deliveries.values()) {
+      for (const item of delivery) item.queueJobId = (delivery[0] as Prepared).id;
+    }
+
+    const inserted = await insertJobs(this.db, items);
+    const replays = items.filter((item) => !inserted.has(item.id));
     const earlier = replays.length > 0 ? await this.findByKeys(replays) : new Map<string, JobRow>();
 
-    const queueFailed = await this.enqueue(items.filter((item) => byId.has(item.id)));
+    const queueFailed = await this.enqueue(deliveries, inserted);
 
     return items.map((item) => {
-      const row = byId.get(item.id);
-      if (row) {
+      const submittedAt = inserted.get(item.id);
+      if (submittedAt) {
         return queueFailed.has(item.id)
           ? new ApiError('service_unavailable', 'The queue is unavailable; nothing was done, retry later')
-          : { job: row, created: true };
+          : {
+              job: {
+                ...item,
+                status: 'queued',
+                result: null,
+                error: null,
+                submittedAt,
+                startedAt: null,
+                finishedAt: null,
+              },
+              created: true,
+            };
       }
       const existing = earlier.get(`${item.sellerId}\u0000${item.idempotencyKey}`);
       if (!existing) return new Error('idempotency conflict without a row');
@@ -118,16 +135,17 @@ export class JobSubmitter {
     return new Map(rows.map((row) => [`${row.sellerId}\u0000${row.idempotencyKey}`, row]));
   }
 
-  /** Queues the recorded jobs, one pipelined call per partition; returns the ids that failed. */
-  private async enqueue(items: Prepared[]): Promise<Set<string>> {
-    const byPartition = new Map<number, Prepared[]>();
-    for (const item of items) byPartition.set(item.partition, [...(byPartition.get(item.partition) ?? []), item]);
+  /** Queues the recorded jobs, one message per partition; returns the ids that failed. */
+  private async enqueue(deliveries: Map<number, Prepared[]>, recorded: Map<string, Date>): Promise<Set<string>> {
     const failed = new Set<string>();
     await Promise.all(
-      [...byPartition].map(async ([partition, group]) => {
+      [...deliveries].map(async ([partition, delivery]) => {
+        const group = delivery.filter((item) => recorded.has(item.id));
+        if (group.length === 0) return;
         try {
-          await this.queues.addBulk(
+          await this.queues.deliver(
             partition,
+            (delivery[0] as Prepared).id,
             group.map((item) => item.payload),
           );
         } catch (error) {
@@ -144,6 +162,36 @@ export class JobSubmitter {
     }
     return failed;
   }
+}
+
+/**
+ * Inserts the jobs that are new, in one statement whose text never changes (so PostgreSQL plans it
+ * once per connection), and returns when each new one was submitted. Rows go in (seller, key)
+ * order, so concurrent batches (of this process or another) lock idempotency keys and sellers in
+ * one order and can never deadlock on each other.
+ */
+async function insertJobs(db: Database, items: Prepared[]): Promise<Map<string, Date>> {
+  const rows = [...items].sort(compareKeys).map((item) => ({
+    id: item.id,
+    type: item.type,
+    seller_id: item.sellerId,
+    partition: item.partition,
+    queue_job_id: item.queueJobId,
+    payload: item.payload,
+    idempotency_key: item.idempotencyKey,
+    request_hash: item.requestHash,
+    request_id: item.requestId,
+  }));
+  const inserted = (await db.execute(sql`
+    insert into jobs (id, type, seller_id, partition, queue_job_id, payload, idempotency_key, request_hash, request_id)
+    select (e.row->>'id')::uuid, e.row->>'type', (e.row->>'seller_id')::uuid, (e.row->>'partition')::smallint,
+           (e.row->>'queue_job_id')::uuid, e.row->'payload', e.row->>'idempotency_key', e.row->>'request_hash',
+           e.row->>'request_id'
+    from jsonb_array_elements(${JSON.stringify(rows)}::jsonb) with ordinality as e(row, ord)
+    order by e.ord
+    on conflict (seller_id, idempotency_key) do nothing
+    returning id, submitted_at`)) as unknown as Array<{ id: string; submitted_at: string | Date }>;
+  return new Map(inserted.map((row) => [row.id, new Date(row.submitted_at)]));
 }
 
 function compareKeys(a: Prepared, b: Prepared): number {

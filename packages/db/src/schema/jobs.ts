@@ -25,6 +25,11 @@ export const jobs = pgTable(
       .notNull()
       .references(() => sellers.id),
     partition: smallint('partition').notNull(),
+    /**
+     * The queue message that carries the job to a worker: jobs accepted together for one
+     * partition travel in one message, whose id is the first of their ids.
+     */
+    queueJobId: uuid('queue_job_id').notNull(),
     status: text('status', { enum: jobStatuses }).notNull().default('queued'),
     payload: jsonb('payload').notNull(),
     idempotencyKey: text('idempotency_key'),
