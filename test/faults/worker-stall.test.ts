@@ -58,7 +58,7 @@ describe('a worker process paused (SIGSTOP) past its lease and job locks, then r
     await until('the worker waiting inside a transaction', async () => {
       const [row] = await sql<{ n: number }[]>`
         select count(*)::int as n from pg_stat_activity
-        where datname = current_database() and wait_event_type = 'Lock' and query like '%from "sellers"%'`;
+        where datname = current_database() and wait_event_type = 'Lock' and query like '%from sellers%'`;
       return (row?.n ?? 0) > 0;
     });
     const pausedWorker = system.workers[0] as ChildProcess;

@@ -38,7 +38,7 @@ export async function processBatch(deps: BatchDeps, queued: readonly QueuedJob[]
   valid.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 
   try {
-    for (const outcome of await withRetry(deps, () => deps.db.transaction((tx) => applyJobs(tx, valid)))) {
+    for (const outcome of await withRetry(deps, () => applyJobs(deps.db, valid))) {
       outcomes.set(outcome.jobId, outcome);
     }
   } catch (error) {
@@ -46,7 +46,7 @@ export async function processBatch(deps: BatchDeps, queued: readonly QueuedJob[]
     deps.logger.error({ err: error, jobs: valid.length }, 'batch failed; applying its jobs one at a time');
     for (const job of valid) {
       try {
-        const [outcome] = await withRetry(deps, () => deps.db.transaction((tx) => applyJobs(tx, [job])));
+        const [outcome] = await withRetry(deps, () => applyJobs(deps.db, [job]));
         if (outcome) outcomes.set(outcome.jobId, outcome);
       } catch (jobError) {
         if (deps.signal.aborted) throw jobError;

@@ -1,5 +1,4 @@
-import { creditRequests, isFinalJobStatus, jobs, sellers, type Tx } from '@cs/db';
-import { inArray, sql } from 'drizzle-orm';
+import { type Database, isFinalJobStatus } from '@cs/db';
 import {
   type CreditRequestState,
   decideCreditRequest,
@@ -36,47 +35,110 @@ export interface JobOutcome {
 }
 
 /**
- * Applies jobs in the given order inside the caller's transaction, with the same rules as if each
+ * Applies jobs in the given order in one transaction of its own, with the same rules as if each
  * had a transaction of its own: each job sees the balance its predecessors left, a refusal
  * changes nothing and does not undo the others. Writes are set-based, so a batch costs a handful
- * of statements whatever its size.
+ * of statements whatever its size, and they travel in two round trips: `begin` with the locks
+ * and reads, then the writes with `commit`. (A transaction opened with `sql.begin` would cost two
+ * more: one waiting for `begin`, one for `commit`.)
  *
  * Exactly-once in effect: the job rows are locked first and a job whose row is already final is
  * skipped (it ran before and committed; this is a redelivery). Should that gate ever be passed
  * twice, the ledger's unique job_id and credit_request_id refuse the second write.
  */
-export async function applyJobs(tx: Tx, batch: readonly LedgerJob[]): Promise<JobOutcome[]> {
+export async function applyJobs(db: Database, batch: readonly LedgerJob[]): Promise<JobOutcome[]> {
   if (batch.length === 0) return [];
-  // Statements sent together are pipelined on the transaction's connection and still run in
-  // the order sent, so locks are always taken jobs → sellers → credit requests. The locks are
-  // FOR NO KEY UPDATE: they exclude every other writer of these rows, yet let the API insert a
-  // new job or credit request that references a seller (a foreign key check takes KEY SHARE,
-  // which FOR UPDATE would block until the batch commits).
-  const [jobRows, sellerState, requestState] = await Promise.all([
-    tx
-      .select({ id: jobs.id, status: jobs.status, result: jobs.result, error: jobs.error })
-      .from(jobs)
-      .where(
-        inArray(
-          jobs.id,
-          batch.map((j) => j.id),
-        ),
-      )
-      .orderBy(jobs.id)
-      .for('no key update'),
-    lockSellers(tx, unique(batch.map((j) => j.sellerId))),
-    lockCreditRequests(tx, unique(batch.flatMap((j) => (j.type === 'credit_approval' ? [j.creditRequestId] : [])))),
-  ]);
-  const recorded = new Map(jobRows.map((row) => [row.id, row]));
+  const conn = await db.$client.reserve();
+  try {
+    let state: LockedState;
+    try {
+      state = await lockState(conn, batch);
+    } catch (error) {
+      await conn`rollback`.catch(() => {});
+      throw error;
+    }
+    const decided = decide(batch, state);
+    const transactionIds = await writeAndCommit(conn, decided);
+    for (const outcome of decided.outcomes) {
+      const transactionId = transactionIds.get(outcome.jobId);
+      if (transactionId !== undefined && outcome.result) {
+        outcome.result = { transaction_id: transactionId, ...outcome.result };
+      }
+    }
+    return decided.outcomes;
+  } finally {
+    conn.release();
+  }
+}
 
+type Connection = Awaited<ReturnType<Database['$client']['reserve']>>;
+
+interface LockedState {
+  sellers: Map<string, SellerState>;
+  jobs: Map<string, { id: string; sellerId: string; status: string; result: unknown; error: unknown }>;
+  requests: Map<string, CreditRequestState>;
+}
+
+/**
+ * Opens the transaction and locks what the batch decides on, in one round trip. Statements sent
+ * together run in the order sent, so locks are always taken jobs → sellers → credit requests,
+ * each in id order: two transactions over overlapping rows can never deadlock. The locks are FOR NO KEY
+ * UPDATE: they exclude every other writer of these rows, yet let the API insert a new job or
+ * credit request that references a seller (a foreign key check takes KEY SHARE, which FOR
+ * UPDATE would block until the batch commits).
+ */
+async function lockState(conn: Connection, batch: readonly LedgerJob[]): Promise<LockedState> {
+  const sellerIds = uuidArray(batch.map((j) => j.sellerId));
+  const requestIds = uuidArray(batch.flatMap((j) => (j.type === 'credit_approval' ? [j.creditRequestId] : [])));
+  const [, jobRows, sellerRows, requestRows] = await Promise.all([
+    conn`begin`,
+    conn<Array<{ id: string; seller_id: string; status: string; result: unknown; error: unknown }>>`
+      select id, seller_id, status, result, error from jobs
+      where id = any(${uuidArray(batch.map((j) => j.id))}::uuid[]) order by id for no key update`,
+    conn<Array<{ id: string; balance: bigint; is_active: boolean }>>`
+      select id, credit_balance as balance, is_active from sellers
+      where id = any(${sellerIds}::uuid[]) order by id for no key update`,
+    conn<Array<{ id: string; seller_id: string; amount: bigint; status: CreditRequestState['status'] }>>`
+      select id, seller_id, amount, status from credit_requests
+      where id = any(${requestIds}::uuid[]) order by id for no key update`,
+  ]);
+  return {
+    sellers: new Map(sellerRows.map((r) => [r.id, { id: r.id, balance: r.balance, isActive: r.is_active }])),
+    jobs: new Map(
+      jobRows.map((r) => [
+        r.id,
+        { id: r.id, sellerId: r.seller_id, status: r.status, result: r.result, error: r.error },
+      ]),
+    ),
+    requests: new Map(
+      requestRows.map((r) => [r.id, { id: r.id, sellerId: r.seller_id, amount: r.amount, status: r.status }]),
+    ),
+  };
+}
+
+interface Decided {
+  outcomes: JobOutcome[];
+  /** The outcomes to record on the jobs' rows: not replays, and not jobs without a row. */
+  recorded: JobOutcome[];
+  ledger: LedgerRow[];
+  processed: ProcessedRequest[];
+  balances: SellerState[];
+}
+
+/** Decides every job of the batch in order against the running state; no I/O. */
+function decide(batch: readonly LedgerJob[], state: LockedState): Decided {
   const outcomes: JobOutcome[] = [];
   const ledger: LedgerRow[] = [];
   const processed: ProcessedRequest[] = [];
   const touchedSellers = new Set<string>();
+  const unrecorded = new Set<string>();
 
   for (const job of batch) {
-    const row = recorded.get(job.id);
-    if (!row) {
+    const row = state.jobs.get(job.id);
+    // A message whose job has no row, or another seller than its row, is not applied; a row that
+    // is there stays unfinished, and is put back later from its own payload by the requeue.
+    if (!row || row.sellerId !== job.sellerId) {
+      unrecorded.add(job.id);
       outcomes.push(failure(job.id, 'unknown_job', 'The job has no record; it was not applied'));
       continue;
     }
@@ -90,7 +152,7 @@ export async function applyJobs(tx: Tx, batch: readonly LedgerJob[]): Promise<Jo
       });
       continue;
     }
-    const seller = sellerState.get(job.sellerId);
+    const seller = state.sellers.get(job.sellerId);
     if (!seller) {
       outcomes.push(refused(job.id, { error: 'Seller not found', code: 'seller_not_found' }));
       continue;
@@ -126,7 +188,7 @@ export async function applyJobs(tx: Tx, batch: readonly LedgerJob[]): Promise<Jo
         replayed: false,
       });
     } else {
-      const request = requestState.get(job.creditRequestId);
+      const request = state.requests.get(job.creditRequestId);
       if (!request || request.sellerId !== seller.id) {
         outcomes.push(refused(job.id, { error: 'Credit request not found', code: 'credit_request_not_found' }));
         continue;
@@ -163,39 +225,53 @@ export async function applyJobs(tx: Tx, batch: readonly LedgerJob[]): Promise<Jo
       outcomes.push({ jobId: job.id, status: 'succeeded', result, error: null, replayed: false });
     }
   }
+  return {
+    outcomes,
+    recorded: outcomes.filter((o) => !o.replayed && !unrecorded.has(o.jobId)),
+    ledger,
+    processed,
+    balances: [...touchedSellers].map((id) => state.sellers.get(id) as SellerState),
+  };
+}
 
-  const [, , , transactionIds] = await Promise.all([
-    writeBalances(
-      tx,
-      [...touchedSellers].map((id) => sellerState.get(id) as SellerState),
-    ),
-    writePhoneTotals(tx, ledger),
-    writeProcessedRequests(tx, processed),
-    writeLedgerAndOutcomes(
-      tx,
-      ledger,
-      outcomes.filter((o) => !o.replayed && recorded.has(o.jobId)),
-    ),
+/**
+ * Sends the writes and `commit` together and waits for all of them. A write that fails aborts
+ * the transaction, and PostgreSQL then answers the `commit` with a rollback: nothing of the
+ * batch is written, and the write's error is thrown.
+ */
+async function writeAndCommit(conn: Connection, decided: Decided): Promise<Map<string, string>> {
+  const settled = await Promise.allSettled([
+    writeLedgerAndOutcomes(conn, decided.ledger, decided.recorded),
+    writeBalances(conn, decided.balances),
+    writePhoneTotals(conn, decided.ledger),
+    writeProcessedRequests(conn, decided.processed),
+    conn`commit`,
   ]);
-  for (const outcome of outcomes) {
-    const transactionId = transactionIds.get(outcome.jobId);
-    if (transactionId !== undefined && outcome.result) {
-      outcome.result = { transaction_id: transactionId, ...outcome.result };
-    }
-  }
-  return outcomes;
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed) throw failed.reason;
+  return (settled[0] as PromiseFulfilledResult<Map<string, string>>).value;
 }
 
 /**
  * Records that jobs could not be carried out at all (nothing was applied), except those that
  * already reached a final state: a late failure must never overwrite a success.
  */
-export async function recordFailure(tx: Tx, jobIds: string | string[], code: string, message: string): Promise<void> {
-  const ids = Array.isArray(jobIds) ? jobIds : [jobIds];
-  if (ids.length === 0) return;
-  await tx.execute(sql`
+export async function recordFailure(
+  db: Database,
+  jobIds: string | string[],
+  code: string,
+  message: string,
+): Promise<void> {
+  const ids = uuidArray(Array.isArray(jobIds) ? jobIds : [jobIds]);
+  if (ids === '{}') return;
+  await db.$client`
     update jobs set status = 'failed', error = ${JSON.stringify({ error: message, code })}::jsonb, finished_at = now()
-    where id = any(${`{${ids.join(',')}}`}::uuid[]) and status in ('queued', 'processing')`);
+    where id = any(${ids}::uuid[]) and status in ('queued', 'processing')`;
+}
+
+/** A PostgreSQL array literal of distinct uuids, as one parameter: the statement text never changes. */
+function uuidArray(ids: string[]): string {
+  return `{${[...new Set(ids)].join(',')}}`;
 }
 
 interface LedgerRow {
@@ -215,10 +291,6 @@ interface ProcessedRequest {
   processedBy: string;
 }
 
-function unique(values: string[]): string[] {
-  return [...new Set(values)];
-}
-
 function refused(jobId: string, refusal: Refusal): JobOutcome {
   return { jobId, status: 'rejected', result: null, error: refusal, replayed: false };
 }
@@ -227,44 +299,17 @@ function failure(jobId: string, code: string, message: string): JobOutcome {
   return { jobId, status: 'failed', result: null, error: { error: message, code }, replayed: false };
 }
 
-/** Locks in id order, so two transactions over overlapping sellers can never deadlock. */
-async function lockSellers(tx: Tx, ids: string[]): Promise<Map<string, SellerState>> {
-  const rows = await tx
-    .select({ id: sellers.id, balance: sellers.creditBalance, isActive: sellers.isActive })
-    .from(sellers)
-    .where(inArray(sellers.id, ids))
-    .orderBy(sellers.id)
-    .for('no key update');
-  return new Map(rows.map((row) => [row.id, { ...row }]));
-}
-
-async function lockCreditRequests(tx: Tx, ids: string[]): Promise<Map<string, CreditRequestState>> {
-  if (ids.length === 0) return new Map();
-  const rows = await tx
-    .select({
-      id: creditRequests.id,
-      sellerId: creditRequests.sellerId,
-      amount: creditRequests.amount,
-      status: creditRequests.status,
-    })
-    .from(creditRequests)
-    .where(inArray(creditRequests.id, ids))
-    .orderBy(creditRequests.id)
-    .for('no key update');
-  return new Map(rows.map((row) => [row.id, { ...row }]));
-}
-
-async function writeBalances(tx: Tx, changed: SellerState[]): Promise<void> {
+async function writeBalances(conn: Connection, changed: SellerState[]): Promise<void> {
   if (changed.length === 0) return;
   const rows = changed.map((s) => ({ id: s.id, balance: s.balance.toString() }));
-  await tx.execute(sql`
+  await conn`
     update sellers as s set credit_balance = v.balance::bigint
     from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(id uuid, balance text)
-    where s.id = v.id`);
+    where s.id = v.id`;
 }
 
 /** One upsert per batch, totals summed per number first (a number may appear twice in a batch). */
-async function writePhoneTotals(tx: Tx, ledger: LedgerRow[]): Promise<void> {
+async function writePhoneTotals(conn: Connection, ledger: LedgerRow[]): Promise<void> {
   const totals = new Map<string, { total: bigint; count: number }>();
   for (const row of ledger) {
     if (row.type !== 'charge_sale' || !row.phoneNumber) continue;
@@ -277,22 +322,22 @@ async function writePhoneTotals(tx: Tx, ledger: LedgerRow[]): Promise<void> {
   const rows = [...totals]
     .sort(([a], [b]) => (a < b ? -1 : 1))
     .map(([number, t]) => ({ number, total: t.total.toString(), count: t.count }));
-  await tx.execute(sql`
+  await conn`
     insert into phone_numbers (number, total_charged, charge_count)
     select v.number, v.total::bigint, v.count
     from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(number text, total text, count bigint)
     on conflict (number) do update set
       total_charged = phone_numbers.total_charged + excluded.total_charged,
-      charge_count = phone_numbers.charge_count + excluded.charge_count`);
+      charge_count = phone_numbers.charge_count + excluded.charge_count`;
 }
 
-async function writeProcessedRequests(tx: Tx, processed: ProcessedRequest[]): Promise<void> {
+async function writeProcessedRequests(conn: Connection, processed: ProcessedRequest[]): Promise<void> {
   if (processed.length === 0) return;
-  await tx.execute(sql`
+  await conn`
     update credit_requests as r set status = v.status, processed_by = v.processed_by, processed_at = now()
     from jsonb_to_recordset(${JSON.stringify(processed.map((p) => ({ id: p.id, status: p.status, processed_by: p.processedBy })))}::jsonb)
       as v(id uuid, status text, processed_by text)
-    where r.id = v.id and r.status = 'pending'`);
+    where r.id = v.id and r.status = 'pending'`;
 }
 
 /**
@@ -303,7 +348,7 @@ async function writeProcessedRequests(tx: Tx, processed: ProcessedRequest[]): Pr
  * two jobs of one seller whose spans overlap would mean two transactions ran at once.
  */
 async function writeLedgerAndOutcomes(
-  tx: Tx,
+  conn: Connection,
   ledger: LedgerRow[],
   outcomes: JobOutcome[],
 ): Promise<Map<string, string>> {
@@ -319,7 +364,7 @@ async function writeLedgerAndOutcomes(
     description: r.description,
   }));
   const results = outcomes.map((o) => ({ id: o.jobId, status: o.status, result: o.result, error: o.error }));
-  const recorded = (await tx.execute(sql`
+  const recorded = (await conn`
     with ledger as (
       insert into transactions (seller_id, type, amount, balance_after, job_id, credit_request_id, phone_number, description)
       select (e.row->>'seller_id')::uuid, e.row->>'type', (e.row->>'amount')::bigint, (e.row->>'balance_after')::bigint,
@@ -336,7 +381,7 @@ async function writeLedgerAndOutcomes(
       left join ledger on ledger.job_id = v.id
       cross join clock
     where j.id = v.id
-    returning j.id as job_id, ledger.id::text as transaction_id`)) as unknown as Array<{
+    returning j.id as job_id, ledger.id::text as transaction_id`) as unknown as Array<{
     job_id: string;
     transaction_id: string | null;
   }>;
