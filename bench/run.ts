@@ -23,7 +23,7 @@ import { connect, type DirectSale, type Sql, sellInOneTransaction } from './dire
 import type { BenchSeller, LoadMessage, LoadPlan, LoadResult } from './load.ts';
 import { BenchProcess, freePort, inParallel, root, waitHttpOk } from './processes.ts';
 import { formatProfile, summarizeProfile } from './profile-summary.ts';
-import { CpuMeter, procStatusMiB, RssSampler, WaitSampler } from './samplers.ts';
+import { CpuMeter, parseCommandStats, parseRedisInfo, procStatusMiB, RssSampler, WaitSampler } from './samplers.ts';
 
 const usage = `npm run bench -- [options]
   --workers N            worker processes (default 2)
@@ -139,8 +139,10 @@ interface PhaseResult {
   committedPerSecond: number;
   salesPerSecond: number;
   rssMiB: Record<string, number>;
-  /** CPU seconds used during the phase (load and drain) by group: api, workers, sync, bench, postgres. */
+  /** CPU seconds used during the phase (load and drain) by group: api, workers, redis, sync, bench, postgres. */
   cpuSeconds: Record<string, number>;
+  /** Redis commands run during the phase, by name, busiest first (HTTP phases only). */
+  redisCommands?: Array<{ command: string; calls: number; usec: number }>;
   backends: string;
   unreconciled: number;
   problems: string[];
@@ -159,12 +161,24 @@ const redis = createRedis(config.redisUrl);
 redis.on('error', () => {});
 const rss = new RssSampler(() => processes.filter((p) => p.running).map((p) => ({ name: p.name, pid: p.pid })));
 const backendSampler = new WaitSampler(sql, databaseName);
-const cpu = new CpuMeter(sql, databaseName, () => [
-  ...processes.filter((p) => p.running).map((p) => ({ group: p.name.replace(/^worker\d+$/, 'workers'), pid: p.pid })),
-  { group: 'bench', pid: process.pid },
-]);
+const cpu = new CpuMeter(
+  sql,
+  databaseName,
+  () => [
+    ...processes.filter((p) => p.running).map((p) => ({ group: p.name.replace(/^worker\d+$/, 'workers'), pid: p.pid })),
+    { group: 'bench', pid: process.pid },
+  ],
+  async () => {
+    const info = parseRedisInfo(await redis.info('cpu'));
+    return Number(info.get('used_cpu_user') ?? 0) + Number(info.get('used_cpu_sys') ?? 0);
+  },
+);
 /** The processes whose CPU a phase of each kind is charged with. */
-const cpuGroups = { api: ['api', 'workers', 'postgres'], sync: ['sync', 'postgres'], rowlock: ['bench', 'postgres'] };
+const cpuGroups = {
+  api: ['api', 'workers', 'redis', 'postgres'],
+  sync: ['sync', 'postgres'],
+  rowlock: ['bench', 'postgres'],
+};
 let apiUrl = '';
 let syncUrl = '';
 
@@ -287,6 +301,15 @@ async function main(): Promise<boolean> {
   log(`Peak RSS over the whole run (VmHWM, MiB): ${lifetime}`);
   log('PostgreSQL backends of the bench database, sampled during each phase:');
   for (const r of results) log(`  ${r.label.padEnd(16)} ${r.backends}`);
+  log('Redis commands per committed job (INFO commandstats; BullMQ runs Lua scripts, counted as evalsha):');
+  for (const r of results) {
+    if (!r.redisCommands || r.stats.jobs === 0) continue;
+    const perJob = r.redisCommands
+      .slice(0, 4)
+      .map((c) => `${c.command} ${fmt(c.calls / r.stats.jobs, 2)} calls, ${fmt(c.usec / r.stats.jobs, 1)} µs`)
+      .join('; ');
+    log(`  ${r.label.padEnd(16)} ${perJob}`);
+  }
   const logged = processes.flatMap((p) => [...p.warnings].map(([msg, n]) => `${p.name}: "${msg}" ×${n}`));
   log(`Warnings logged by the processes: ${logged.length > 0 ? logged.join('; ') : 'none'}`);
   for (const p of finalProblems) log(`FAILED: ${p}`);
@@ -582,6 +605,7 @@ async function httpPhase(
   const since = new Date();
   rss.start();
   backendSampler.start();
+  const commandsBefore = parseCommandStats(await redis.info('commandstats'));
   await retrying(() => cpu.begin());
   let lastResponses = 0;
   const load = await runLoad(
@@ -620,6 +644,7 @@ async function httpPhase(
   );
   const left = kind === 'api' ? await drain(label) : 0;
   const cpuSeconds = Object.fromEntries(await retrying(() => cpu.end()));
+  const redisCommands = commandDelta(commandsBefore, parseCommandStats(await redis.info('commandstats')));
   const rssMiB = Object.fromEntries(
     [...rss.stop()].filter(([process]) => (kind === 'api' ? process !== 'sync' : process === 'sync')),
   );
@@ -654,6 +679,7 @@ async function httpPhase(
     salesPerSecond: stats.spanSeconds > 0 ? stats.sales / stats.spanSeconds : 0,
     rssMiB,
     cpuSeconds,
+    redisCommands,
     backends,
     unreconciled,
     problems,
@@ -875,7 +901,7 @@ function printTable(results: PhaseResult[]): void {
       'peak RSS: max VmRSS sampled during the phase.',
   );
   log('');
-  const groups = ['api', 'workers', 'sync', 'bench', 'postgres'];
+  const groups = ['api', 'workers', 'redis', 'sync', 'bench', 'postgres'];
   log(
     table(
       ['CPU ms per committed job', ...groups, 'total', 'load generator'],
@@ -894,7 +920,8 @@ function printTable(results: PhaseResult[]): void {
   );
   log(
     'CPU (user + system, /proc/<pid>/stat) over the load and the drain, divided by the jobs committed. bench: the ' +
-      'row-lock loop runs in the bench process. postgres: the backends serving the bench database. load generator: ' +
+      'row-lock loop runs in the bench process. redis: the Redis server (INFO cpu). postgres: the backends serving ' +
+      'the bench database. load generator: ' +
       'the autocannon process (not in the total).',
   );
 }
@@ -982,4 +1009,19 @@ try {
 if (!interrupted) {
   await cleanUp(opts['keep-data'] || !passed);
   process.exit(passed ? 0 : 1);
+}
+
+/** Redis commands run between two `INFO commandstats` readings, busiest first. */
+function commandDelta(
+  before: Map<string, { calls: number; usec: number }>,
+  after: Map<string, { calls: number; usec: number }>,
+): Array<{ command: string; calls: number; usec: number }> {
+  return [...after]
+    .map(([command, { calls, usec }]) => ({
+      command,
+      calls: calls - (before.get(command)?.calls ?? 0),
+      usec: usec - (before.get(command)?.usec ?? 0),
+    }))
+    .filter((c) => c.calls > 0)
+    .sort((a, b) => b.usec - a.usec);
 }

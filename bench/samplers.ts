@@ -137,6 +137,8 @@ export class CpuMeter {
     private readonly sql: Sql,
     private readonly database: string,
     private readonly processes: () => Array<{ group: string; pid: number }>,
+    /** The Redis server's own CPU seconds (`INFO cpu`): it serves every process of the run. */
+    private readonly redisCpuSeconds: () => Promise<number>,
   ) {}
 
   async begin(): Promise<void> {
@@ -158,6 +160,30 @@ export class CpuMeter {
     const backends = await this.sql<{ pid: number }[]>`
       select pid from pg_stat_activity where datname = ${this.database} and pid <> pg_backend_pid()`;
     const all = [...this.processes(), ...backends.map(({ pid }) => ({ group: 'postgres', pid }))];
-    return new Map(all.map(({ group, pid }) => [`${group}:${pid}`, cpuSeconds(pid)]));
+    const snapshot = new Map(all.map(({ group, pid }) => [`${group}:${pid}`, cpuSeconds(pid)]));
+    snapshot.set('redis:server', await this.redisCpuSeconds());
+    return snapshot;
   }
+}
+
+/** Fields of a Redis `INFO` section, as text. */
+export function parseRedisInfo(info: string): Map<string, string> {
+  return new Map(
+    info
+      .split(/\r?\n/)
+      .filter((line) => line.includes(':') && !line.startsWith('#'))
+      .map((line) => [line.slice(0, line.indexOf(':')), line.slice(line.indexOf(':') + 1)]),
+  );
+}
+
+/** Calls and microseconds per Redis command since the server started (`INFO commandstats`). */
+export function parseCommandStats(info: string): Map<string, { calls: number; usec: number }> {
+  const stats = new Map<string, { calls: number; usec: number }>();
+  for (const [key, value] of parseRedisInfo(info)) {
+    if (!key.startsWith('cmdstat_')) continue;
+    const calls = Number(/calls=(\d+)/.exec(value)?.[1] ?? 0);
+    const usec = Number(/usec=(\d+)/.exec(value)?.[1] ?? 0);
+    stats.set(key.slice('cmdstat_'.length), { calls, usec });
+  }
+  return stats;
 }
