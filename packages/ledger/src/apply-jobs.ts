@@ -49,15 +49,9 @@ export interface JobOutcome {
 export async function applyJobs(db: Database, batch: readonly LedgerJob[]): Promise<JobOutcome[]> {
   if (batch.length === 0) return [];
   const conn = await db.$client.reserve();
+  let reusable = true;
   try {
-    let state: LockedState;
-    try {
-      state = await lockState(conn, batch);
-    } catch (error) {
-      await conn`rollback`.catch(() => {});
-      throw error;
-    }
-    const decided = decide(batch, state);
+    const decided = decide(batch, await lockState(conn, batch));
     const transactionIds = await writeAndCommit(conn, decided);
     for (const outcome of decided.outcomes) {
       const transactionId = transactionIds.get(outcome.jobId);
@@ -66,8 +60,18 @@ export async function applyJobs(db: Database, batch: readonly LedgerJob[]): Prom
       }
     }
     return decided.outcomes;
+  } catch (error) {
+    // Leave the transaction, if the failure left one open. A connection that cannot even do that
+    // is gone (PostgreSQL restarted, or ended a transaction left idle too long); the pool already
+    // counts it closed and reconnects it when needed, while handing it back would pass the dead
+    // socket to the next caller.
+    reusable = await conn`rollback`.then(
+      () => true,
+      () => false,
+    );
+    throw error;
   } finally {
-    conn.release();
+    if (reusable) conn.release();
   }
 }
 

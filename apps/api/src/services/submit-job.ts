@@ -3,7 +3,7 @@ import { type Database, jobs } from '@cs/db';
 import { recordFailure } from '@cs/ledger';
 import type { ChargeSalePayload, CreditApprovalPayload, JobPayload } from '@cs/queue';
 import { Batcher } from '@cs/queue';
-import { and, eq, or, sql } from 'drizzle-orm';
+import { and, eq, or } from 'drizzle-orm';
 import type { Logger } from 'pino';
 import { uuidv7 } from 'uuidv7';
 import type { AppDeps } from '../context.ts';
@@ -165,8 +165,8 @@ export class JobSubmitter {
 }
 
 /**
- * Inserts the jobs that are new, in one statement whose text never changes (so PostgreSQL plans it
- * once per connection), and returns when each new one was submitted. Rows go in (seller, key)
+ * Inserts the jobs that are new, in one statement whose text never changes: postgres.js prepares
+ * it once per connection (Drizzle's queries are sent unprepared, parsed and planned each time), and returns when each new one was submitted. Rows go in (seller, key)
  * order, so concurrent batches (of this process or another) lock idempotency keys and sellers in
  * one order and can never deadlock on each other.
  */
@@ -182,15 +182,16 @@ async function insertJobs(db: Database, items: Prepared[]): Promise<Map<string, 
     request_hash: item.requestHash,
     request_id: item.requestId,
   }));
-  const inserted = (await db.execute(sql`
+  // Drizzle leaves timestamps as text on this client; it parses them itself for its own queries.
+  const inserted = await db.$client<Array<{ id: string; submitted_at: string }>>`
     insert into jobs (id, type, seller_id, partition, queue_job_id, payload, idempotency_key, request_hash, request_id)
     select (e.row->>'id')::uuid, e.row->>'type', (e.row->>'seller_id')::uuid, (e.row->>'partition')::smallint,
            (e.row->>'queue_job_id')::uuid, e.row->'payload', e.row->>'idempotency_key', e.row->>'request_hash',
            e.row->>'request_id'
     from jsonb_array_elements(${JSON.stringify(rows)}::jsonb) with ordinality as e(row, ord)
     order by e.ord
-    on conflict (seller_id, idempotency_key) do nothing
-    returning id, submitted_at`)) as unknown as Array<{ id: string; submitted_at: string | Date }>;
+    on conflict (seller_id, idempotency_key) where idempotency_key is not null do nothing
+    returning id, submitted_at`;
   return new Map(inserted.map((row) => [row.id, new Date(row.submitted_at)]));
 }
 

@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { check, index, jsonb, pgTable, smallint, text, timestamp, unique, uuid } from 'drizzle-orm/pg-core';
+import { check, index, jsonb, pgTable, smallint, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
 import { sellers } from './sellers.ts';
 
 export const jobTypes = ['charge_sale', 'credit_approval'] as const;
@@ -52,8 +52,11 @@ export const jobs = pgTable(
     ),
     check('jobs_idempotency_key_length', sql`length(${t.idempotencyKey}) between 1 and 255`),
     // Two requests with one key can never both be accepted, even from two API processes at once.
-    unique('jobs_seller_idempotency_key_unique').on(t.sellerId, t.idempotencyKey),
+    // Partial: most jobs have no key, and an index entry for each would only cost writes (on the
+    // insert, and again on the update that records the outcome).
+    uniqueIndex('jobs_seller_idempotency_key_unique')
+      .on(t.sellerId, t.idempotencyKey)
+      .where(sql`${t.idempotencyKey} is not null`),
     index('jobs_unfinished_idx').on(t.partition, t.submittedAt).where(sql`${t.status} in ('queued', 'processing')`),
-    index('jobs_seller_idx').on(t.sellerId, t.id.desc()),
   ],
 );

@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { bigint, check, index, pgTable, text, timestamp, uuid } from 'drizzle-orm/pg-core';
+import { bigint, check, index, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
 import { creditRequests } from './credit-requests.ts';
 import { jobs } from './jobs.ts';
 import { sellers } from './sellers.ts';
@@ -27,10 +27,8 @@ export const transactions = pgTable(
       .notNull()
       .unique('transactions_job_unique')
       .references(() => jobs.id),
-    /** Unique, so one credit request can never be credited twice. */
-    creditRequestId: uuid('credit_request_id')
-      .unique('transactions_credit_request_unique')
-      .references(() => creditRequests.id),
+    /** Unique where set (see below), so one credit request can never be credited twice. */
+    creditRequestId: uuid('credit_request_id').references(() => creditRequests.id),
     phoneNumber: text('phone_number'),
     description: text('description'),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
@@ -43,6 +41,10 @@ export const transactions = pgTable(
        or (${t.type} = 'credit_increase' and ${t.amount} > 0 and ${t.creditRequestId} is not null and ${t.phoneNumber} is null)`,
     ),
     check('transactions_balance_after_non_negative', sql`${t.balanceAfter} >= 0`),
+    // Partial: a sale has no credit request, and an index entry per sale would only cost writes.
+    uniqueIndex('transactions_credit_request_unique')
+      .on(t.creditRequestId)
+      .where(sql`${t.creditRequestId} is not null`),
     index('transactions_seller_idx').on(t.sellerId, t.id.desc()),
     index('transactions_seller_type_idx').on(t.sellerId, t.type, t.id.desc()),
     index('transactions_type_idx').on(t.type, t.id.desc()),
