@@ -20,9 +20,16 @@ export function createDb(url: string, options: { max?: number; idleInTransaction
     // 20 s), and the API answered nothing and the partitions stood still for that long after it
     // was back. Callers pace their own retries; the driver should just try again soon.
     backoff: () => 0.5,
-    ...(options.idleInTransactionTimeoutMs
-      ? { connection: { idle_in_transaction_session_timeout: options.idleInTransactionTimeoutMs } }
-      : {}),
+    connection: {
+      // Statements are prepared once per connection, and PostgreSQL would then settle on a
+      // generic plan made from the table sizes of that moment: made on a fresh, empty `jobs`
+      // table, it scans the whole table for every job once the table has grown. Planning each
+      // execution keeps the plans fit for the data; parsing once is what preparing saves.
+      plan_cache_mode: 'force_custom_plan',
+      ...(options.idleInTransactionTimeoutMs
+        ? { idle_in_transaction_session_timeout: options.idleInTransactionTimeoutMs }
+        : {}),
+    },
     onnotice: () => {},
     // bigint (int8) as JS bigint: money never passes through a float.
     types: { bigint: postgres.BigInt },
