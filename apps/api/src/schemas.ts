@@ -1,5 +1,6 @@
 import { MAX_AMOUNT, normalisePhone, parseAmount } from '@cs/ledger';
 import { z } from '@hono/zod-openapi';
+import { ApiError } from './errors.ts';
 
 /** Validation shared by every route, and documented in the OpenAPI document from the same schemas. */
 
@@ -146,3 +147,34 @@ export const errorResponses = {
 };
 
 export const bearer = [{ bearer: [] }];
+
+/**
+ * Headers of the job routes. They are documented as OpenAPI parameters and read one by one: a
+ * header validator would read them all, which makes @hono/node-server build a web `Headers`
+ * object per request, a sixth of the API's CPU for a sale.
+ */
+export const preferHeader = {
+  name: 'prefer',
+  in: 'header' as const,
+  required: false,
+  schema: { type: 'string' as const, example: 'wait=5' },
+  description: 'Wait up to N ≤ 30 s for the result',
+};
+export const idempotencyKeyHeader = {
+  name: 'idempotency-key',
+  in: 'header' as const,
+  required: false,
+  schema: { type: 'string' as const, minLength: 1, maxLength: 255 },
+  description: 'Replays of one key return one job',
+};
+const idempotencyKeySchema = z.string().min(1).max(255).optional();
+
+/** The Idempotency-Key header, if any; 400 naming it when it is empty or longer than 255. */
+export function idempotencyKeyOf(header: string | undefined): string | undefined {
+  const parsed = idempotencyKeySchema.safeParse(header);
+  if (parsed.success) return parsed.data;
+  const message = parsed.error.issues[0]?.message ?? 'is invalid';
+  throw new ApiError('validation_error', 'Invalid request: idempotency-key', {
+    fields: { 'idempotency-key': message },
+  });
+}

@@ -8,12 +8,15 @@ import {
   amountSchema,
   bearer,
   errorResponses,
+  idempotencyKeyHeader,
+  idempotencyKeyOf,
   isUuid,
   jobAcceptedSchema,
   jobSchema,
   json,
   jsonBody,
   phoneSchema,
+  preferHeader,
 } from '../schemas.ts';
 import { respondWithJob } from '../services/job-response.ts';
 import { submitJob } from '../services/submit-job.ts';
@@ -22,30 +25,14 @@ const chargeSaleBody = z
   .strictObject({ seller_id: z.string(), phone_number: phoneSchema, amount: amountSchema })
   .openapi('ChargeSale');
 
-const idempotencyHeaders = z.object({
-  'idempotency-key': z
-    .string()
-    .min(1)
-    .max(255)
-    .optional()
-    .openapi({ param: { name: 'idempotency-key', in: 'header' }, description: 'Replays of one key return one job' }),
-  prefer: z
-    .string()
-    .optional()
-    .openapi({
-      param: { name: 'prefer', in: 'header' },
-      example: 'wait=5',
-      description: 'Wait up to N ≤ 30 s for the result',
-    }),
-});
-
 const createChargeSale = createRoute({
   method: 'post',
   path: '/api/charge-sales',
   tags: ['Charge sales'],
   summary: 'Sell a phone charge, paid from the seller balance; the sale runs as a job',
   security: bearer,
-  request: { headers: idempotencyHeaders, body: jsonBody(chargeSaleBody) },
+  parameters: [idempotencyKeyHeader, preferHeader],
+  request: { body: jsonBody(chargeSaleBody) },
   responses: {
     202: json(jobAcceptedSchema, 'Queued: poll status_url'),
     200: json(jobSchema, 'Finished within the time asked for with Prefer: wait'),
@@ -57,7 +44,7 @@ const createChargeSale = createRoute({
 export function registerChargeSaleRoutes(app: OpenAPIHono<AppEnv>) {
   app.openapi(createChargeSale, async (c) => {
     const body = c.req.valid('json');
-    const idempotencyKey = c.req.valid('header')['idempotency-key'];
+    const idempotencyKey = idempotencyKeyOf(c.req.header('idempotency-key'));
     if (!isUuid(body.seller_id)) throw notFound('Seller');
     const caller = c.var.caller;
     const sellerId = body.seller_id.toLowerCase();

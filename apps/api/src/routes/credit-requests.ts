@@ -19,6 +19,7 @@ import {
   listOf,
   paginationQuery,
   pathId,
+  preferHeader,
 } from '../schemas.ts';
 import { respondWithJob } from '../services/job-response.ts';
 import { DEFAULT_LIMIT, decodeCursor, page } from '../services/pagination.ts';
@@ -59,14 +60,9 @@ const processCreditRequest = createRoute({
   tags: ['Credit requests'],
   summary: 'Approve or reject a pending request (admin); runs as a job on the seller partition',
   security: bearer,
+  parameters: [preferHeader],
   request: {
     params: pathId,
-    headers: z.object({
-      prefer: z
-        .string()
-        .optional()
-        .openapi({ param: { name: 'prefer', in: 'header' } }),
-    }),
     body: jsonBody(z.strictObject({ action: z.enum(['approve', 'reject']) }).openapi('ProcessCreditRequest')),
   },
   responses: {
