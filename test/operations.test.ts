@@ -146,6 +146,13 @@ describe('operations: pushed results, metrics, OpenAPI, health, reconcile', () =
     ]) {
       expect(documented, route).toContain(route);
     }
+    // Headers read by the handlers themselves are documented too.
+    const headersOf = (path: string) =>
+      (doc.paths[path].post.parameters as Array<{ name: string; in: string }>)
+        .filter((p) => p.in === 'header')
+        .map((p) => p.name);
+    expect(headersOf('/api/charge-sales')).toEqual(['idempotency-key', 'prefer']);
+    expect(headersOf('/api/credit-requests/{id}/process')).toEqual(['prefer']);
     const page = await fetch(`${system.baseUrl}/docs`);
     expect(page.headers.get('content-type')).toContain('text/html');
     const html = await page.text();
