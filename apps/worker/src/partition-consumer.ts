@@ -20,7 +20,7 @@ export interface ConsumerOptions {
 interface Held {
   message: Job;
   jobs: QueuedJob[];
-  resolve: (outcomes: JobOutcome[]) => void;
+  resolve: () => void;
   reject: (error: unknown) => void;
 }
 
@@ -85,7 +85,12 @@ export class PartitionConsumer {
     return this.queue;
   }
 
-  private hold(message: Job): Promise<JobOutcome[]> {
+  /**
+   * Holds a message until the batch that carries its jobs has committed. It completes with no
+   * return value: the outcomes live in PostgreSQL, and BullMQ would otherwise store a copy of
+   * every one in Redis.
+   */
+  private hold(message: Job): Promise<void> {
     return new Promise((resolve, reject) => {
       this.held.push({ message, jobs: unpack(message, this.options.logger), resolve, reject });
       if (!this.draining) {
@@ -120,7 +125,7 @@ export class PartitionConsumer {
                 latency_ms: o.replayed ? undefined : committedAt - held.message.timestamp,
               });
             }
-            held.resolve(own);
+            held.resolve();
           }
           void this.publish(events);
         } catch (error) {
