@@ -45,11 +45,7 @@ export class JobQueues {
    */
   async deliver(partition: number, queueJobId: string, payloads: JobPayload[]): Promise<void> {
     const delivery: Delivery = { jobs: payloads };
-    // addBulk, even for one message: it sends a pipeline, which fails at once while Redis is down,
-    // where add() sends a lone command that ioredis holds for a reconnection first (seconds).
-    await this.queue(partition).addBulk([
-      { name: deliveryName, data: delivery, opts: { ...defaultJobOptions, jobId: queueJobId } },
-    ]);
+    await this.queue(partition).add(deliveryName, delivery, { ...defaultJobOptions, jobId: queueJobId });
   }
 
   /** BullMQ's view of a job still unfinished in PostgreSQL: is a worker holding its message right now? */
