@@ -1,4 +1,5 @@
 import { type Database, isFinalJobStatus } from '@cs/db';
+import type { TransactionSql } from 'postgres';
 import {
   type CreditRequestState,
   decideCreditRequest,
@@ -38,9 +39,10 @@ export interface JobOutcome {
  * Applies jobs in the given order in one transaction of its own, with the same rules as if each
  * had a transaction of its own: each job sees the balance its predecessors left, a refusal
  * changes nothing and does not undo the others. Writes are set-based, so a batch costs a handful
- * of statements whatever its size, and they travel in two round trips: `begin` with the locks
- * and reads, then the writes with `commit`. (A transaction opened with `sql.begin` would cost two
- * more: one waiting for `begin`, one for `commit`.)
+ * of statements whatever its size, sent in two groups (the locks and reads, then the writes),
+ * each statement prepared once per connection. The transaction is postgres.js's `begin`: it fails
+ * as soon as its connection closes (PostgreSQL restarting, or ending a transaction left idle too
+ * long), where a query on a connection reserved by hand could wait for ever.
  *
  * Exactly-once in effect: the job rows are locked first and a job whose row is already final is
  * skipped (it ran before and committed; this is a redelivery). Should that gate ever be passed
@@ -48,11 +50,9 @@ export interface JobOutcome {
  */
 export async function applyJobs(db: Database, batch: readonly LedgerJob[]): Promise<JobOutcome[]> {
   if (batch.length === 0) return [];
-  const conn = await db.$client.reserve();
-  let reusable = true;
-  try {
-    const decided = decide(batch, await lockState(conn, batch));
-    const transactionIds = await writeAndCommit(conn, decided);
+  return db.$client.begin(async (tx) => {
+    const decided = decide(batch, await lockState(tx, batch));
+    const transactionIds = await writeAll(tx, decided);
     for (const outcome of decided.outcomes) {
       const transactionId = transactionIds.get(outcome.jobId);
       if (transactionId !== undefined && outcome.result) {
@@ -60,22 +60,11 @@ export async function applyJobs(db: Database, batch: readonly LedgerJob[]): Prom
       }
     }
     return decided.outcomes;
-  } catch (error) {
-    // Leave the transaction, if the failure left one open. A connection that cannot even do that
-    // is gone (PostgreSQL restarted, or ended a transaction left idle too long); the pool already
-    // counts it closed and reconnects it when needed, while handing it back would pass the dead
-    // socket to the next caller.
-    reusable = await conn`rollback`.then(
-      () => true,
-      () => false,
-    );
-    throw error;
-  } finally {
-    if (reusable) conn.release();
-  }
+  });
 }
 
-type Connection = Awaited<ReturnType<Database['$client']['reserve']>>;
+/** The transaction's connection; money columns come back as bigint (see `createDb`). */
+type Connection = TransactionSql<{ bigint: bigint }>;
 
 interface LockedState {
   sellers: Map<string, SellerState>;
@@ -84,7 +73,7 @@ interface LockedState {
 }
 
 /**
- * Opens the transaction and locks what the batch decides on, in one round trip. Statements sent
+ * Locks and reads what the batch decides on, in one round trip. Statements sent
  * together run in the order sent, so locks are always taken jobs → sellers → credit requests,
  * each in id order: two transactions over overlapping rows can never deadlock. The locks are FOR NO KEY
  * UPDATE: they exclude every other writer of these rows, yet let the API insert a new job or
@@ -94,8 +83,7 @@ interface LockedState {
 async function lockState(conn: Connection, batch: readonly LedgerJob[]): Promise<LockedState> {
   const sellerIds = uuidArray(batch.map((j) => j.sellerId));
   const requestIds = uuidArray(batch.flatMap((j) => (j.type === 'credit_approval' ? [j.creditRequestId] : [])));
-  const [, jobRows, sellerRows, requestRows] = await Promise.all([
-    conn`begin`,
+  const [jobRows, sellerRows, requestRows] = await Promise.all([
     conn<Array<{ id: string; seller_id: string; status: string; result: unknown; error: unknown }>>`
       select id, seller_id, status, result, error from jobs
       where id = any(${uuidArray(batch.map((j) => j.id))}::uuid[]) order by id for no key update`,
@@ -238,22 +226,15 @@ function decide(batch: readonly LedgerJob[], state: LockedState): Decided {
   };
 }
 
-/**
- * Sends the writes and `commit` together and waits for all of them. A write that fails aborts
- * the transaction, and PostgreSQL then answers the `commit` with a rollback: nothing of the
- * batch is written, and the write's error is thrown.
- */
-async function writeAndCommit(conn: Connection, decided: Decided): Promise<Map<string, string>> {
-  const settled = await Promise.allSettled([
+/** Sends the writes together; the ledger statement's answer maps jobs to their ledger rows. */
+async function writeAll(conn: Connection, decided: Decided): Promise<Map<string, string>> {
+  const [transactionIds] = await Promise.all([
     writeLedgerAndOutcomes(conn, decided.ledger, decided.recorded),
     writeBalances(conn, decided.balances),
     writePhoneTotals(conn, decided.ledger),
     writeProcessedRequests(conn, decided.processed),
-    conn`commit`,
   ]);
-  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-  if (failed) throw failed.reason;
-  return (settled[0] as PromiseFulfilledResult<Map<string, string>>).value;
+  return transactionIds;
 }
 
 /**
