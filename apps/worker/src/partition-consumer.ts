@@ -1,6 +1,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { JobOutcome } from '@cs/ledger';
-import { type Delivery, defaultJobOptions, type JobEvent, jobEventsChannel, partitionQueueName } from '@cs/queue';
+import {
+  type Delivery,
+  defaultJobOptions,
+  isJobId,
+  type JobEvent,
+  jobEventsChannel,
+  partitionQueueName,
+} from '@cs/queue';
 import { type Job, Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -167,12 +174,10 @@ function unpack(message: Job, logger: Logger): QueuedJob[] {
   const jobs = Array.isArray(carried) ? carried : [];
   const named = jobs.flatMap((data: unknown) => {
     const id = (data as { jobId?: unknown } | null)?.jobId;
-    return typeof id === 'string' && uuidPattern.test(id) ? [{ id, data }] : [];
+    return isJobId(id) ? [{ id, data }] : [];
   });
   if (named.length !== jobs.length || jobs.length === 0) {
     logger.error({ queueJobId: message.id, carried: jobs.length, named: named.length }, 'malformed queue message');
   }
   return named;
 }
-
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -9,6 +9,8 @@ export const JobName = {
 } as const;
 
 const uuid = z.uuid();
+/** A job id as the queue carries it: a UUID, which every job record is keyed by. */
+export const isJobId = (value: unknown): value is string => uuid.safeParse(value).success;
 const digits = z.string().regex(/^[1-9][0-9]*$/);
 
 export const chargeSalePayload = z.object({

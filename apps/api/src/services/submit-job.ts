@@ -145,7 +145,7 @@ export class JobSubmitter {
         try {
           await this.queues.deliver(
             partition,
-            (delivery[0] as Prepared).id,
+            (group[0] as Prepared).queueJobId,
             group.map((item) => item.payload),
           );
         } catch (error) {
@@ -165,10 +165,10 @@ export class JobSubmitter {
 }
 
 /**
- * Inserts the jobs that are new, in one statement whose text never changes: postgres.js prepares
- * it once per connection (Drizzle's queries are sent unprepared, parsed and planned each time), and returns when each new one was submitted. Rows go in (seller, key)
- * order, so concurrent batches (of this process or another) lock idempotency keys and sellers in
- * one order and can never deadlock on each other.
+ * Inserts the jobs that are new and returns when each was submitted. One statement whose text
+ * never changes: postgres.js prepares it once per connection (Drizzle sends its queries
+ * unprepared). Rows go in (seller, key) order, so concurrent batches (of this process or another)
+ * lock idempotency keys and sellers in one order and can never deadlock on each other.
  */
 async function insertJobs(db: Database, items: Prepared[]): Promise<Map<string, Date>> {
   const rows = [...items].sort(compareKeys).map((item) => ({
