@@ -1,3 +1,4 @@
+import { CHAIN_START, sealRow } from '@cs/ledger';
 import { partitionOf } from '@cs/queue';
 import postgres from 'postgres';
 import { uuidv7 } from 'uuidv7';
@@ -30,57 +31,81 @@ export type DirectSaleResult =
 
 /**
  * One sale in one transaction, the classic synchronous way: lock the seller row, check, write.
- * It writes what the product writes per sale (balance, a final jobs row, the ledger row, the phone
- * totals) into the same tables, so the references pay for the same constraints, indexes and
- * append-only trigger, and the ledger stays one consistent history that `reconcile` can check.
+ * It writes what the product writes per sale (balance and chain head, a final jobs row with the
+ * sale's facts in their columns, the ledger row sealed into the seller's hash chain, the phone
+ * totals) into the same tables, so the references pay for the same constraints, indexes, hmac
+ * and append-only trigger, and the ledger stays one consistent history that `reconcile` can
+ * check with the same `ledgerKey` as the product's.
  *
- * The writes after the lock are pipelined on the connection: this is meant as what PostgreSQL and
- * postgres.js can do per locked row, not a straw man.
+ * The row is sealed as the product's worker seals it (see applyJobs in @cs/ledger): the ledger id
+ * is drawn after the seller lock, so a seller's rows get ids in the order its chain links them,
+ * and created_at is set from the JS clock, so the hmac covers the very microseconds stored
+ * (a Date has ms precision: micros = ms × 1000).
+ *
+ * The lock and the id go out together, and the writes after them too, pipelined on the
+ * connection: this is meant as what PostgreSQL and postgres.js can do per locked row, not a straw
+ * man.
  */
-export async function sellInOneTransaction(sql: Sql, sale: DirectSale): Promise<DirectSaleResult> {
+export async function sellInOneTransaction(sql: Sql, sale: DirectSale, ledgerKey: string): Promise<DirectSaleResult> {
   return sql.begin(async (tx) => {
-    const [seller] = await tx<{ credit_balance: bigint }[]>`
-      select credit_balance from sellers where id = ${sale.sellerId} for update`;
+    // Statements sent together run in the order sent: nextval runs once the seller row is locked.
+    const [[seller], [drawn]] = await Promise.all([
+      tx<{ credit_balance: bigint; ledger_head: string | null }[]>`
+        select credit_balance, ledger_head from sellers where id = ${sale.sellerId} for update`,
+      tx<{ id: bigint }[]>`select nextval('transactions_id_seq') as id`,
+    ]);
     if (!seller) return { ok: false, code: 'seller_not_found' } as const;
+    if (!drawn) throw new Error('nextval returned nothing');
     const newBalance = seller.credit_balance - sale.amount;
     if (newBalance < 0n) return { ok: false, code: 'insufficient_balance' } as const;
 
     const jobId = uuidv7();
+    const transactionId = drawn.id;
     const amount = sale.amount.toString();
-    const payload = {
-      type: 'charge_sale',
-      jobId,
-      sellerId: sale.sellerId,
-      phoneNumber: sale.phoneNumber,
-      amount,
-      requestId: sale.requestId,
-    };
+    const createdAt = new Date();
+    const description = `Charge of ${amount} rials to ${sale.phoneNumber}`;
+    const hmac = sealRow(
+      ledgerKey,
+      {
+        id: transactionId.toString(),
+        sellerId: sale.sellerId,
+        type: 'charge_sale',
+        amount: `-${amount}`,
+        balanceAfter: newBalance.toString(),
+        jobId,
+        creditRequestId: null,
+        phoneNumber: sale.phoneNumber,
+        description,
+        createdAtMicros: (BigInt(createdAt.getTime()) * 1000n).toString(),
+      },
+      seller.ledger_head ?? CHAIN_START,
+    );
     const result = {
+      transaction_id: transactionId.toString(),
       seller_id: sale.sellerId,
       phone_number: sale.phoneNumber,
       amount,
       new_balance: newBalance.toString(),
     };
     // The jobs row first: the ledger row's job_id references it.
-    const [, , [ledgerRow]] = await Promise.all([
-      tx`update sellers set credit_balance = ${newBalance.toString()}::bigint where id = ${sale.sellerId}`,
-      tx`insert into jobs (id, type, seller_id, partition, queue_job_id, status, payload, request_id, result,
-                           submitted_at, started_at, finished_at)
+    await Promise.all([
+      tx`update sellers set credit_balance = ${newBalance.toString()}::bigint, ledger_head = ${hmac}
+         where id = ${sale.sellerId}`,
+      tx`insert into jobs (id, type, seller_id, partition, queue_job_id, status, amount, phone_number, request_id,
+                           result, submitted_at, started_at, finished_at)
          values (${jobId}, 'charge_sale', ${sale.sellerId}, ${partitionOf(sale.sellerId, PARTITIONS)}, ${jobId}, 'succeeded',
-                 ${tx.json(payload)}, ${sale.requestId}, ${tx.json(result)},
+                 ${amount}::bigint, ${sale.phoneNumber}, ${sale.requestId}, ${tx.json(result)},
                  ${sale.receivedAt}, now(), clock_timestamp())`,
-      tx<
-        { id: bigint }[]
-      >`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number, description)
-         values (${sale.sellerId}, 'charge_sale', ${`-${amount}`}::bigint, ${newBalance.toString()}::bigint, ${jobId},
-                 ${sale.phoneNumber}, ${`Charge of ${amount} rials to ${sale.phoneNumber}`})
-         returning id`,
+      tx`insert into transactions (id, seller_id, type, amount, balance_after, job_id, phone_number, description,
+                                   created_at, hmac)
+         overriding system value
+         values (${transactionId.toString()}::bigint, ${sale.sellerId}, 'charge_sale', ${`-${amount}`}::bigint,
+                 ${newBalance.toString()}::bigint, ${jobId}, ${sale.phoneNumber}, ${description}, ${createdAt}, ${hmac})`,
       tx`insert into phone_numbers (number, total_charged, charge_count) values (${sale.phoneNumber}, ${amount}::bigint, 1)
          on conflict (number) do update set
            total_charged = phone_numbers.total_charged + excluded.total_charged,
            charge_count = phone_numbers.charge_count + 1`,
     ]);
-    if (!ledgerRow) throw new Error('ledger insert returned nothing');
-    return { ok: true, jobId, transactionId: ledgerRow.id, newBalance } as const;
+    return { ok: true, jobId, transactionId, newBalance } as const;
   });
 }

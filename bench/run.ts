@@ -15,7 +15,7 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { createDb, isDatabaseUnavailable, migrateDatabase } from '@cs/db';
+import { createDb, isDatabaseUnavailable, migrateDatabase, urlAsRole } from '@cs/db';
 import { reconcile } from '@cs/ledger';
 import { createRedis, partitionLeaseKey } from '@cs/queue';
 import postgres from 'postgres';
@@ -105,7 +105,20 @@ for (const name of selected) {
 const FUNDING = 100_000_000_000n;
 const databaseName = decodeURIComponent(new URL(config.databaseUrl).pathname.slice(1));
 const redisPrefix = `csbench-${process.pid}`;
+/** 36 characters: production wants 32 or more, and none of the placeholder words. */
 const adminToken = `bench-admin-${randomBytes(12).toString('hex')}`;
+/**
+ * The ledger's chain key, new each run as a deployment's own would be. The product's processes,
+ * the sync server and the row-lock loop seal with it, and `reconcile` verifies with it.
+ */
+const ledgerKey = randomBytes(32).toString('hex');
+/**
+ * The product connects as the application role, as in production (which refuses a superuser or
+ * the tables' owner); the migration, run as the owner, grants it. Roles are shared by the whole
+ * server: cs_app is the one tests and `npm start` use, and its grants live in this database only.
+ * The bench's own queries and the row-lock reference stay on the owner's URL.
+ */
+const applicationUrl = urlAsRole(config.databaseUrl, 'cs_app', 'cs_app');
 const profileDir = join(tmpdir(), `cs-bench-profiles-${process.pid}`);
 
 interface JobStats {
@@ -341,7 +354,7 @@ async function recreateDatabase(): Promise<void> {
   } finally {
     await client.end({ timeout: 5 });
   }
-  await migrateDatabase(config.databaseUrl);
+  await migrateDatabase(config.databaseUrl, { applicationUrl });
 }
 
 // A directory per process: Node writes one profile per thread (tsx's loader hooks run on a
@@ -380,7 +393,8 @@ async function startProduct(): Promise<void> {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     NODE_ENV: 'production',
-    DATABASE_URL: config.databaseUrl,
+    DATABASE_URL: applicationUrl,
+    LEDGER_HMAC_KEY: ledgerKey,
     REDIS_URL: config.redisUrl,
     REDIS_PREFIX: redisPrefix,
     ADMIN_TOKEN: adminToken,
@@ -402,12 +416,16 @@ async function startProduct(): Promise<void> {
   await waitHttpOk(`${apiUrl}/readyz`, api);
 }
 
+/**
+ * The sync server stands in for a production server too: it connects as the application role,
+ * which also shows that its writes need no privilege the product lacks.
+ */
 async function startSync(): Promise<void> {
   const port = await freePort();
   const sync = new BenchProcess(
     'sync',
     'bench/sync-server.ts',
-    { ...process.env, DATABASE_URL: config.databaseUrl, PORT: String(port) },
+    { ...process.env, DATABASE_URL: applicationUrl, LEDGER_HMAC_KEY: ledgerKey, PORT: String(port) },
     nodeArgs('sync'),
   );
   processes.push(sync);
@@ -536,6 +554,21 @@ async function drain(label: string): Promise<number> {
   }
 }
 
+/**
+ * The sync server's drain: waits until it has finished the requests the load left in flight (the
+ * load generator does not wait for its last answers), so that nothing commits while the phase is
+ * read; returns how many were still in flight at the timeout.
+ */
+async function settleSync(): Promise<number> {
+  const started = Date.now();
+  for (;;) {
+    const res = await fetch(`${syncUrl}/in-flight`);
+    const { in_flight: left } = (await res.json()) as { in_flight: number };
+    if (left === 0 || Date.now() - started > config.drainTimeoutMs) return left;
+    await sleep(20);
+  }
+}
+
 function runLoad(plan: LoadPlan, onTick: (tick: Extract<LoadMessage, { type: 'tick' }>) => void): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
     const child = fork(join(root, 'bench/load.ts'), [], {
@@ -642,7 +675,7 @@ async function httpPhase(
       );
     },
   );
-  const left = kind === 'api' ? await drain(label) : 0;
+  const left = kind === 'api' ? await drain(label) : await settleSync();
   const cpuSeconds = Object.fromEntries(await retrying(() => cpu.end()));
   const redisCommands = commandDelta(commandsBefore, parseCommandStats(await redis.info('commandstats')));
   const rssMiB = Object.fromEntries(
@@ -723,7 +756,7 @@ async function rowLockPhase(name: PhaseName, label: string, sellers: BenchSeller
           requestId: `${name}-${++seq}`,
           receivedAt: new Date(),
         };
-        const outcome = await sellInOneTransaction(pool, sale);
+        const outcome = await sellInOneTransaction(pool, sale, ledgerKey);
         if (outcome.ok) committed++;
         else refused++;
       }
@@ -813,7 +846,7 @@ async function jobStats(tag: string, since: Date): Promise<JobStats> {
 }
 
 async function unreconciledSellers(): Promise<number> {
-  return (await retrying(() => reconcile(bench.db))).filter((r) => !r.isReconciled).length;
+  return (await retrying(() => reconcile(bench.db, { ledgerKey }))).filter((r) => !r.isReconciled).length;
 }
 
 /** A sample of sellers through the public endpoint, while the API runs. */
@@ -835,7 +868,7 @@ async function checkThroughApi(sellers: BenchSeller[]): Promise<string[]> {
 
 /** Every seller against its ledger once more, after the last phase. */
 async function reconcileAll(): Promise<string[]> {
-  const all = await retrying(() => reconcile(bench.db));
+  const all = await retrying(() => reconcile(bench.db, { ledgerKey }));
   const bad = all.filter((r) => !r.isReconciled);
   log(
     `\nreconcile: ${all.length - bad.length} of ${all.length} sellers reconcile (reconcile(db) after the last phase)`,

@@ -4,7 +4,8 @@
  * then makes the sale in one transaction on the request path (`sellInOneTransaction`). It takes
  * the product's request shape on the same path, so the same load drives both.
  *
- * Environment: DATABASE_URL, PORT, DB_POOL_SIZE (default 10, the product's default pool).
+ * Environment: DATABASE_URL, PORT, DB_POOL_SIZE (default 10, the product's default pool),
+ * LEDGER_HMAC_KEY (the product's key, 32 characters or more: its ledger rows join the same chains).
  */
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -15,6 +16,13 @@ import { connect, sellInOneTransaction } from './direct-sale.ts';
 const databaseUrl = process.env.DATABASE_URL;
 if (!databaseUrl) {
   console.error('sync-server: DATABASE_URL is required');
+  process.exit(1);
+}
+// The rows it writes are links of the same sellers' chains as the product's, so it seals them with
+// the same key; without it every seller it sold for would fail to reconcile.
+const ledgerKey = process.env.LEDGER_HMAC_KEY ?? '';
+if (ledgerKey.length < 32) {
+  console.error('sync-server: LEDGER_HMAC_KEY of 32 characters or more is required');
   process.exit(1);
 }
 const port = Number(process.env.PORT ?? 0);
@@ -41,6 +49,22 @@ const amountPattern = /^[1-9][0-9]{0,12}$/;
 
 const app = new Hono();
 app.get('/healthz', (c) => c.json({ status: 'ok' }));
+
+/**
+ * Sales still being handled. The load generator stops without waiting for its last answers, so
+ * the bench waits for this to reach 0 before it reads a phase: a sale committing meanwhile would
+ * be in one of its queries and not the next (reconcile reads the heads, then the chains).
+ */
+let inFlight = 0;
+app.get('/in-flight', (c) => c.json({ in_flight: inFlight }));
+app.use('/api/*', async (_c, next) => {
+  inFlight++;
+  try {
+    await next();
+  } finally {
+    inFlight--;
+  }
+});
 app.post('/api/charge-sales', async (c) => {
   const receivedAt = new Date();
   const token = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '')?.[1];
@@ -57,13 +81,17 @@ app.post('/api/charge-sales', async (c) => {
   }
   if (body?.seller_id !== caller.id) return c.json({ error: 'Not your seller', code: 'forbidden' }, 403);
 
-  const outcome = await sellInOneTransaction(sql, {
-    sellerId: caller.id,
-    phoneNumber: phone,
-    amount: BigInt(amount),
-    requestId: c.req.header('x-request-id') ?? `sync-${receivedAt.getTime()}`,
-    receivedAt,
-  });
+  const outcome = await sellInOneTransaction(
+    sql,
+    {
+      sellerId: caller.id,
+      phoneNumber: phone,
+      amount: BigInt(amount),
+      requestId: c.req.header('x-request-id') ?? `sync-${receivedAt.getTime()}`,
+      receivedAt,
+    },
+    ledgerKey,
+  );
   if (!outcome.ok) return c.json({ error: 'Sale refused', code: outcome.code }, 409);
   return c.json(
     {

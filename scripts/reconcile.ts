@@ -1,15 +1,18 @@
-// `npm run reconcile`: checks every seller in one SQL pass (balance = sum of its ledger, and each
-// row's balance_after follows from the previous row), prints a summary, and exits 1 on any
-// difference, so it can run from cron or CI.
+// `npm run reconcile`: checks every seller (balance = sum of its ledger, each row's balance_after
+// follows from the previous row, and the ledger's hash chain verifies with LEDGER_HMAC_KEY),
+// prints a summary with each seller's chain head, and exits 1 on any difference, so it can run
+// from cron or CI. The heads it prints can be kept outside the database: a later run that prints
+// the same head for a seller proves that none of that seller's rows up to it changed.
 import { loadConfig } from '@cs/config';
 import { createDb, describeConnectionError } from '@cs/db';
 import { reconcile } from '@cs/ledger';
 
 const config = loadConfig({ needsAdminToken: false });
 const { db, close } = createDb(config.DATABASE_URL, { max: 1 });
+const heads = process.argv.includes('--heads');
 try {
   const started = performance.now();
-  const checks = await reconcile(db);
+  const checks = await reconcile(db, { ledgerKey: config.LEDGER_HMAC_KEY });
   const bad = checks.filter((c) => !c.isReconciled);
   const rows = checks.reduce((sum, c) => sum + c.totalTransactions, 0);
   const total = checks.reduce((sum, c) => sum + c.currentBalance, 0n);
@@ -19,9 +22,12 @@ try {
   for (const c of bad) {
     console.log(
       `  UNRECONCILED seller ${c.sellerId}: balance ${c.currentBalance}, ledger sum ${c.calculatedFromTransactions}, ` +
-        `difference ${c.currentBalance - c.calculatedFromTransactions}, broken balance_after rows ${c.brokenChainRows}`,
+        `difference ${c.currentBalance - c.calculatedFromTransactions}, broken balance_after rows ${c.brokenChainRows}, ` +
+        `hash chain ${c.chainBrokenAt === null ? (c.isReconciled ? 'ok' : 'does not end at the recorded head') : `broken at row ${c.chainBrokenAt}`}`,
     );
   }
+  if (heads)
+    for (const c of checks) console.log(`  head ${c.sellerId} ${c.chainHead ?? '-'} (${c.totalTransactions} rows)`);
   console.log(bad.length === 0 ? 'all sellers reconcile' : `${bad.length} seller(s) do not reconcile`);
   process.exitCode = bad.length === 0 ? 0 : 1;
 } catch (error) {

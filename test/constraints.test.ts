@@ -3,6 +3,12 @@ import type postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testSql } from './support/db.ts';
 
+/** Any well-formed hmac: these rows test the constraints, not the chain. */
+const ANY_HMAC = 'a'.repeat(64);
+const sale = (sql: postgres.Sql, id: string, sellerId: string, extra = sql``) =>
+  sql`insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number)
+      values (${id}, 'charge_sale', ${sellerId}, 0, ${id}, 500, '09121111111') ${extra}`;
+
 /** The database is the backstop: these hold even when the application is bypassed. */
 describe('database constraints, with the application bypassed', () => {
   let sql: postgres.Sql;
@@ -15,10 +21,10 @@ describe('database constraints, with the application bypassed', () => {
     jobId = randomUUID();
     await sql`insert into sellers (id, name, email, phone, api_key_hash, credit_balance)
               values (${sellerId}, 'Direct', ${`${sellerId}@direct.test`}, '09120000000', ${`hash-${sellerId}`}, 1000)`;
-    await sql`insert into jobs (id, type, seller_id, partition, queue_job_id, payload, status, finished_at)
-              values (${jobId}, 'charge_sale', ${sellerId}, 0, ${jobId}, '{}', 'succeeded', now())`;
-    await sql`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number)
-              values (${sellerId}, 'charge_sale', -500, 500, ${jobId}, '09121111111')`;
+    await sql`insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number, status, finished_at)
+              values (${jobId}, 'charge_sale', ${sellerId}, 0, ${jobId}, 500, '09121111111', 'succeeded', now())`;
+    await sql`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number, hmac)
+              values (${sellerId}, 'charge_sale', -500, 500, ${jobId}, '09121111111', ${ANY_HMAC})`;
   });
   afterAll(() => sql?.end());
 
@@ -44,8 +50,8 @@ describe('database constraints, with the application bypassed', () => {
 
   it('refuses a second ledger row for the same job', async () => {
     await expect(
-      sql`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number)
-          values (${sellerId}, 'charge_sale', -500, 0, ${jobId}, '09121111111')`,
+      sql`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number, hmac)
+          values (${sellerId}, 'charge_sale', -500, 0, ${jobId}, '09121111111', ${ANY_HMAC})`,
     ).rejects.toMatchObject({ code: '23505', constraint_name: 'transactions_job_unique' });
   });
 
@@ -57,11 +63,40 @@ describe('database constraints, with the application bypassed', () => {
     ];
     for (const [amount, after] of cases) {
       const otherJob = randomUUID();
-      await sql`insert into jobs (id, type, seller_id, partition, queue_job_id, payload) values (${otherJob}, 'charge_sale', ${sellerId}, 0, ${otherJob}, '{}')`;
+      await sale(sql, otherJob, sellerId);
       await expect(
-        sql`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number)
-            values (${sellerId}, 'charge_sale', ${amount}, ${after}, ${otherJob}, '09121111111')`,
+        sql`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number, hmac)
+            values (${sellerId}, 'charge_sale', ${amount}, ${after}, ${otherJob}, '09121111111', ${ANY_HMAC})`,
       ).rejects.toMatchObject({ code: '23514' });
+    }
+  });
+
+  it('refuses a ledger row without a well-formed hmac', async () => {
+    for (const hmac of [null, 'not-hex', 'A'.repeat(64)]) {
+      const otherJob = randomUUID();
+      await sale(sql, otherJob, sellerId);
+      await expect(
+        sql`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number, hmac)
+            values (${sellerId}, 'charge_sale', -500, 500, ${otherJob}, '09121111111', ${hmac})`,
+      ).rejects.toMatchObject({ code: '23514', constraint_name: 'transactions_hmac_present' });
+    }
+  });
+
+  it('refuses a job whose facts do not fit its type', async () => {
+    const bad = [
+      sql`insert into jobs (id, type, seller_id, partition, queue_job_id, phone_number)
+          values (${randomUUID()}, 'charge_sale', ${sellerId}, 0, ${randomUUID()}, '09121111111')`,
+      sql`insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number)
+          values (${randomUUID()}, 'charge_sale', ${sellerId}, 0, ${randomUUID()}, -5, '09121111111')`,
+      sql`insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number)
+          values (${randomUUID()}, 'charge_sale', ${sellerId}, 0, ${randomUUID()}, 5, '+989121111111')`,
+      sql`insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number, action)
+          values (${randomUUID()}, 'charge_sale', ${sellerId}, 0, ${randomUUID()}, 5, '09121111111', 'approve')`,
+      sql`insert into jobs (id, type, seller_id, partition, queue_job_id, amount, processed_by)
+          values (${randomUUID()}, 'credit_approval', ${sellerId}, 0, ${randomUUID()}, 5, 'admin')`,
+    ];
+    for (const insert of bad) {
+      await expect(insert).rejects.toMatchObject({ code: '23514', constraint_name: 'jobs_facts_of_type' });
     }
   });
 
@@ -75,11 +110,13 @@ describe('database constraints, with the application bypassed', () => {
 
   it('refuses a reused idempotency key for one seller, and an unknown job status', async () => {
     const insertJob = (key: string) =>
-      sql`insert into jobs (id, type, seller_id, partition, queue_job_id, payload, idempotency_key) values (${randomUUID()}, 'charge_sale', ${sellerId}, 0, ${randomUUID()}, '{}', ${key})`;
+      sql`insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number, idempotency_key)
+          values (${randomUUID()}, 'charge_sale', ${sellerId}, 0, ${randomUUID()}, 500, '09121111111', ${key})`;
     await insertJob('key-1');
     await expect(insertJob('key-1')).rejects.toMatchObject({ code: '23505' });
     await expect(
-      sql`insert into jobs (id, type, seller_id, partition, queue_job_id, payload, status) values (${randomUUID()}, 'charge_sale', ${sellerId}, 0, ${randomUUID()}, '{}', 'done')`,
+      sql`insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number, status)
+          values (${randomUUID()}, 'charge_sale', ${sellerId}, 0, ${randomUUID()}, 500, '09121111111', 'done')`,
     ).rejects.toMatchObject({ code: '23514' });
   });
 });

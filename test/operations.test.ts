@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { migrateDatabase } from '@cs/db';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { testSql } from './support/db.ts';
 import { balanceOf, createSeller, fundSeller, waitForJob } from './support/factories.ts';
 import { Client } from './support/http.ts';
@@ -174,7 +174,7 @@ describe('operations: pushed results, metrics, OpenAPI, health, reconcile', () =
       process.execPath,
       ['--import', 'tsx', join(import.meta.dirname, '..', 'scripts', 'reconcile.ts')],
       {
-        env: { ...process.env, DATABASE_URL: system.env.DATABASE_URL },
+        env: { ...process.env, DATABASE_URL: system.env.DATABASE_URL, LEDGER_HMAC_KEY: system.env.LEDGER_HMAC_KEY },
         encoding: 'utf8',
       },
     );
@@ -184,7 +184,7 @@ describe('operations: pushed results, metrics, OpenAPI, health, reconcile', () =
   });
 
   it('npm run reconcile names a seller whose balance differs from its ledger and exits 1', async () => {
-    const url = new URL(String(system.env.DATABASE_URL));
+    const url = new URL(inject('ownerDatabaseUrl'));
     url.pathname = `${url.pathname}_unreconciled`;
     await migrateDatabase(url.toString());
     const sql = testSql(url.toString());

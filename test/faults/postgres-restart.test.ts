@@ -32,7 +32,7 @@ describe('PostgreSQL crashed (immediate shutdown) and started again while sales 
     postgres = await throwawayPostgres();
     system = await System.start({ workers: 2, databaseUrl: postgres.databaseUrl });
     client = new Client(system.baseUrl);
-    sql = testSql(postgres.databaseUrl);
+    sql = testSql(postgres.ownerUrl);
   });
   afterAll(async () => {
     await cleanUp(

@@ -36,7 +36,7 @@ describe.each([
   beforeAll(async () => {
     redis = await throwawayRedis({ appendonly });
     postgres = await throwawayPostgres();
-    sql = testSql(postgres.databaseUrl);
+    sql = testSql(postgres.ownerUrl);
     // Small batches: workers then hold few jobs in hand, and most of the backlog waits in Redis
     // when it dies, where only the rebuild from PostgreSQL can bring it back.
     system = await System.start({

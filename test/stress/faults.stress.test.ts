@@ -59,7 +59,7 @@ describe('worker processes killed with kill -9, again and again', () => {
 
   beforeAll(async () => {
     postgres = await throwawayPostgres();
-    sql = testSql(postgres.databaseUrl);
+    sql = testSql(postgres.ownerUrl);
     system = await System.start({ workers: 0, databaseUrl: postgres.databaseUrl });
     for (let i = 0; i < 3; i++) await startWorker();
     client = new Client(system.baseUrl);
@@ -146,7 +146,7 @@ describe('Redis killed again and again without persistence', () => {
   beforeAll(async () => {
     redis = await throwawayRedis({ appendonly: false });
     postgres = await throwawayPostgres();
-    sql = testSql(postgres.databaseUrl);
+    sql = testSql(postgres.ownerUrl);
     system = await System.start({ workers: 3, redisUrl: redis.url, databaseUrl: postgres.databaseUrl });
     client = new Client(system.baseUrl);
   });
@@ -199,7 +199,7 @@ describe('PostgreSQL stopped and crashed again and again', () => {
 
   beforeAll(async () => {
     postgres = await throwawayPostgres();
-    sql = testSql(postgres.databaseUrl);
+    sql = testSql(postgres.ownerUrl);
     system = await System.start({ workers: 3, databaseUrl: postgres.databaseUrl });
     client = new Client(system.baseUrl);
   });
@@ -252,7 +252,7 @@ describe('worker processes paused past their leases, again and again', () => {
 
   beforeAll(async () => {
     postgres = await throwawayPostgres();
-    sql = testSql(postgres.databaseUrl);
+    sql = testSql(postgres.ownerUrl);
     system = await System.start({ workers: 0, databaseUrl: postgres.databaseUrl });
     for (let i = 0; i < 2; i++) {
       const port = await freePort();

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
-import { migrateDatabase } from '@cs/db';
+import { migrateDatabase, urlAsRole } from '@cs/db';
 import { partitionOf } from '@cs/queue';
 import type postgres from 'postgres';
 import { expect } from 'vitest';
@@ -38,7 +38,10 @@ const localServices = (): Promise<LocalServices> =>
 
 export interface ThrowawayPostgres {
   /** The migrated application database. */
+  /** The application role's URL, for the processes. */
   databaseUrl: string;
+  /** The owner's URL, for the test's own SQL. */
+  ownerUrl: string;
   /** A clean shutdown: connections are closed with admin_shutdown. */
   stop(): Promise<void>;
   /** An immediate shutdown: every backend quits at once, no checkpoint; crash recovery on start. */
@@ -59,6 +62,7 @@ export async function throwawayPostgres(): Promise<ThrowawayPostgres> {
   const server = await services.startPostgres({ port, dir });
   const url = new URL(server.url);
   url.pathname = '/charge_sales';
+  const applicationUrl = urlAsRole(url.toString(), 'cs_app', 'cs_app');
   const pgCtl = join(services.postgresBinDir() ?? '', 'pg_ctl');
   const asPostgres = (args: string[]) =>
     process.getuid?.() === 0
@@ -69,14 +73,15 @@ export async function throwawayPostgres(): Promise<ThrowawayPostgres> {
     await services.waitForPort(port, { up: false });
   };
   try {
-    await migrateDatabase(url.toString());
+    await migrateDatabase(url.toString(), { applicationUrl: applicationUrl.toString() });
   } catch (error) {
     await stop('fast');
     rmSync(dir, { recursive: true, force: true });
     throw error;
   }
   return {
-    databaseUrl: url.toString(),
+    databaseUrl: applicationUrl,
+    ownerUrl: url.toString(),
     stop: () => stop('fast'),
     crash: () => stop('immediate'),
     start: async () => {
@@ -371,7 +376,7 @@ export async function auditMoney(
 ): Promise<MoneyAudit> {
   const sellerIds = sellers.map((s) => s.id);
   const jobs = await sql<{ id: string; key: string | null; status: string; amount: string }[]>`
-    select id, idempotency_key as key, status, payload->>'amount' as amount
+    select id, idempotency_key as key, status, amount::text as amount
     from jobs where seller_id = any(${sellerIds}::uuid[]) and type = 'charge_sale'`;
   const jobOfKey = new Map(jobs.map((j) => [j.key, j]));
   const ledger = await sql<{ job_id: string; type: string; rows: number; amount: bigint }[]>`
@@ -587,7 +592,7 @@ export interface WorkerFleet {
 
 export async function startWorkerFleet(workers: number): Promise<WorkerFleet> {
   const postgres = await throwawayPostgres();
-  const sql = testSql(postgres.databaseUrl);
+  const sql = testSql(postgres.ownerUrl);
   const system = await System.start({ workers: 0, databaseUrl: postgres.databaseUrl });
   const healthPorts: number[] = [];
   for (let i = 0; i < workers; i++) {

@@ -7,6 +7,8 @@ const root = join(import.meta.dirname, '..', '..');
 let systems = 0;
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
+/** The ledger chain key of every system a test starts; reconcile needs the same one. */
+export const LEDGER_HMAC_KEY = 'test-ledger-hmac-key-0123456789abcdef';
 
 /** A free TCP port on loopback. */
 export function freePort(): Promise<number> {
@@ -52,6 +54,7 @@ export class System {
       REDIS_URL: options.redisUrl ?? inject('redisUrl'),
       REDIS_PREFIX: `${inject('redisPrefix')}-${process.pid}-${++systems}`,
       ADMIN_TOKEN,
+      LEDGER_HMAC_KEY,
       PORT: String(port),
       LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
       // Several processes per system: keep well inside PostgreSQL's default 100 connections.

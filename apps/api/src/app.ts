@@ -3,7 +3,7 @@ import { requestId } from 'hono/request-id';
 import { registerAdminRoutes } from './admin/index.ts';
 import type { AppDeps, AppEnv } from './context.ts';
 import { ApiError, handleError } from './errors.ts';
-import { authenticate } from './middleware/auth.ts';
+import { authenticate, bearerToken, sameSecret } from './middleware/auth.ts';
 import { jsonBody } from './middleware/json-body.ts';
 import { registerChargeSaleRoutes } from './routes/charge-sales.ts';
 import { registerCreditRequestRoutes } from './routes/credit-requests.ts';
@@ -46,9 +46,13 @@ export function createApp(deps: AppDeps) {
     await next();
   });
   registerHealthRoutes(app);
-  app.get('/metrics', async (c) =>
-    c.text(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType }),
-  );
+  app.get('/metrics', async (c) => {
+    const token = deps.config.METRICS_TOKEN;
+    if (token && !sameSecret(bearerToken(c.req.header('authorization')) ?? '', token)) {
+      throw new ApiError('unauthorized', 'GET /metrics needs the METRICS_TOKEN bearer token');
+    }
+    return c.text(await deps.metrics.registry.metrics(), 200, { 'Content-Type': deps.metrics.registry.contentType });
+  });
 
   app.use('/api/*', authenticate, jsonBody);
   registerSellerRoutes(app);

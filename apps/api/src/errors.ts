@@ -20,6 +20,7 @@ const statusOf = {
   headers_too_large: 431,
   idempotency_key_reused: 422,
   service_unavailable: 503,
+  overloaded: 503,
   internal_error: 500,
 } as const satisfies Record<string, ContentfulStatusCode>;
 
@@ -31,6 +32,8 @@ export class ApiError extends Error {
     readonly code: ErrorCode,
     message: string,
     readonly details: Record<string, unknown> = {},
+    /** Seconds after which the client may try again, sent as `Retry-After`. */
+    readonly retryAfterSeconds?: number,
   ) {
     super(message);
   }
@@ -69,6 +72,7 @@ function isRedisUnavailable(error: unknown): boolean {
 /** The single error handler: our errors as they are, Hono's by their status, the rest logged as 500. */
 export function handleError(error: Error, c: Context<AppEnv>) {
   if (error instanceof ApiError) {
+    if (error.retryAfterSeconds !== undefined) c.header('Retry-After', String(error.retryAfterSeconds));
     return c.json({ error: error.message, code: error.code, ...error.details }, error.status);
   }
   if (error instanceof HTTPException) {

@@ -1,5 +1,5 @@
 import { createLogger, loadConfig, requireServices } from '@cs/config';
-import { createDb } from '@cs/db';
+import { createDb, requireLeastPrivilege } from '@cs/db';
 import { createRedis } from '@cs/queue';
 import { serve } from '@hono/node-server';
 import { createApp } from './app.ts';
@@ -15,6 +15,11 @@ const logger = createLogger('api', config.LOG_LEVEL);
 await requireServices(config, 'api');
 
 const { db, close: closeDb } = createDb(config.DATABASE_URL, { max: config.DB_POOL_SIZE });
+await requireLeastPrivilege(db.$client, {
+  production: config.NODE_ENV === 'production',
+  who: 'api',
+  url: config.DATABASE_URL,
+});
 const redis = createRedis(config.REDIS_URL, { failFast: true });
 const subscriber = createRedis(config.REDIS_URL);
 for (const connection of [redis, subscriber]) {
@@ -26,15 +31,16 @@ await jobEvents.start();
 const sellerKeys = new SellerKeys(db, redis, `${config.REDIS_PREFIX}:seller-changed`, logger);
 await sellerKeys.listen(subscriber);
 
+const metrics = new Metrics({ db, queues, logger, ledgerKey: config.LEDGER_HMAC_KEY }, jobEvents);
 const app = createApp({
   config,
   db,
   queues,
-  submitter: new JobSubmitter(db, queues, logger),
+  submitter: new JobSubmitter(db, queues, logger, config.MAX_PENDING_SUBMISSIONS),
   sellerKeys,
   jobEvents,
   logger,
-  metrics: new Metrics({ db, queues, logger }, jobEvents),
+  metrics,
   pingRedis: async () => {
     await redis.ping();
   },
@@ -62,6 +68,7 @@ async function stop(signal: string) {
   stopping = true;
   logger.info({ signal }, 'shutting down: no new requests, finishing those in hand');
   const force = setTimeout(() => process.exit(1), config.SHUTDOWN_TIMEOUT_MS);
+  metrics.stop();
   await new Promise<void>((resolve) => server.close(() => resolve()));
   await jobEvents.close();
   await queues.close();

@@ -143,7 +143,10 @@ export const errorResponses = {
   401: json(errorSchema, 'No token, or a wrong one'),
   403: json(errorSchema, 'Not yours, or admin only'),
   404: json(errorSchema, 'No such resource'),
-  503: json(errorSchema, 'PostgreSQL or Redis unavailable'),
+  503: json(
+    errorSchema,
+    'PostgreSQL or Redis unavailable (service_unavailable), or the API saturated (overloaded); Retry-After when known',
+  ),
 };
 
 export const bearer = [{ bearer: [] }];

@@ -1,11 +1,11 @@
 import { createServer } from 'node:http';
 import { createLogger, loadConfig, requireServices } from '@cs/config';
-import { createDb } from '@cs/db';
-import type { JobOutcome } from '@cs/ledger';
+import { createDb, requireLeastPrivilege } from '@cs/db';
+import type { JobOutcome, JobRef } from '@cs/ledger';
 import { Batcher, createRedis } from '@cs/queue';
 import { PartitionConsumer } from './partition-consumer.ts';
 import { PartitionManager } from './partition-manager.ts';
-import { processBatch, type QueuedJob } from './process-batch.ts';
+import { processBatch } from './process-batch.ts';
 import { requeueLostJobs } from './requeue.ts';
 
 const config = loadConfig({ needsAdminToken: false });
@@ -21,6 +21,11 @@ const { db, close: closeDb } = createDb(config.DATABASE_URL, {
   max: config.DB_POOL_SIZE,
   idleInTransactionTimeoutMs: config.JOB_LOCK_MS,
 });
+await requireLeastPrivilege(db.$client, {
+  production: config.NODE_ENV === 'production',
+  who: 'worker',
+  url: config.DATABASE_URL,
+});
 const redis = createRedis(config.REDIS_URL);
 redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
 const shutdown = new AbortController();
@@ -34,15 +39,13 @@ const consumers = new Map<number, PartitionConsumer>();
 // jobs stay serial and in order. One transaction at a time per process: with sales spread over
 // 1,000 sellers, two at once only split the batches (3.2 jobs per commit instead of 5.9), which
 // cost a fifth more CPU per sale and doubled the p99 at half the peak rate (`npm run bench`).
-const committer = new Batcher<readonly QueuedJob[], JobOutcome[]>(
+const committer = new Batcher<readonly JobRef[], Map<string, JobOutcome>>(
   async (groups) => {
-    const outcomes = await processBatch({ db, logger, signal: shutdown.signal }, groups.flat());
-    let start = 0;
-    return groups.map((group) => {
-      const own = outcomes.slice(start, start + group.length);
-      start += group.length;
-      return own;
-    });
+    const outcomes = await processBatch(
+      { db, logger, ledgerKey: config.LEDGER_HMAC_KEY, signal: shutdown.signal },
+      groups.flat(),
+    );
+    return groups.map(() => outcomes);
   },
   { maxBatch: config.PARTITIONS, maxInFlight: 1 },
 );

@@ -1,17 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { JobOutcome } from '@cs/ledger';
-import {
-  type Delivery,
-  defaultJobOptions,
-  isJobId,
-  type JobEvent,
-  jobEventsChannel,
-  partitionQueueName,
-} from '@cs/queue';
+import type { JobOutcome, JobRef } from '@cs/ledger';
+import { defaultJobOptions, type JobEvent, jobEventsChannel, jobIdsOf, partitionQueueName } from '@cs/queue';
 import { type Job, Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { QueuedJob } from './process-batch.ts';
 
 export interface ConsumerOptions {
   partition: number;
@@ -21,12 +13,13 @@ export interface ConsumerOptions {
   batchSize: number;
   lockDurationMs: number;
   stalledIntervalMs: number;
-  processBatch: (jobs: readonly QueuedJob[]) => Promise<JobOutcome[]>;
+  /** Applies the named jobs; outcomes by job id. */
+  processBatch: (jobs: readonly JobRef[]) => Promise<Map<string, JobOutcome>>;
 }
 
 interface Held {
   message: Job;
-  jobs: QueuedJob[];
+  jobs: JobRef[];
   resolve: () => void;
   reject: (error: unknown) => void;
 }
@@ -99,7 +92,7 @@ export class PartitionConsumer {
    */
   private hold(message: Job): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.held.push({ message, jobs: unpack(message, this.options.logger), resolve, reject });
+      this.held.push({ message, jobs: this.unpack(message), resolve, reject });
       if (!this.draining) {
         this.draining = true;
         // Let the fetches already in flight land, so the first batch is not a batch of one.
@@ -119,15 +112,15 @@ export class PartitionConsumer {
           const outcomes = await this.options.processBatch(jobs);
           const committedAt = Date.now();
           const events: JobEvent[] = [];
-          let start = 0;
           for (const held of batch) {
-            const own = outcomes.slice(start, start + held.jobs.length);
-            start += held.jobs.length;
-            for (const [i, o] of own.entries()) {
+            for (const { id } of held.jobs) {
+              const o = outcomes.get(id);
+              // A message naming no job of this partition announces nothing: there is no change.
+              if (!o || o.ignored) continue;
               events.push({
                 job_id: o.jobId,
                 status: o.status,
-                type: (held.jobs[i]?.data as { type?: string } | undefined)?.type,
+                type: o.type,
                 // Queued → committed, for the latency histogram; a replay took no new time.
                 latency_ms: o.replayed ? undefined : committedAt - held.message.timestamp,
               });
@@ -158,6 +151,13 @@ export class PartitionConsumer {
     return this.held.splice(0, taken);
   }
 
+  /** The jobs a message names, as jobs of this partition; a message naming none is logged and left. */
+  private unpack(message: Job): JobRef[] {
+    const ids = jobIdsOf(message.data);
+    if (ids.length === 0) this.options.logger.error({ queueJobId: message.id }, 'queue message names no job');
+    return ids.map((id) => ({ id, partition: this.options.partition }));
+  }
+
   /** Tells API processes (waiting clients, event streams) what changed; best effort. */
   private async publish(events: JobEvent[]): Promise<void> {
     try {
@@ -166,18 +166,4 @@ export class PartitionConsumer {
       this.options.logger.warn({ err }, 'could not publish job events');
     }
   }
-}
-
-/** The jobs a message carries; one that carries none the worker can name is logged and left. */
-function unpack(message: Job, logger: Logger): QueuedJob[] {
-  const carried = (message.data as Partial<Delivery> | undefined)?.jobs;
-  const jobs = Array.isArray(carried) ? carried : [];
-  const named = jobs.flatMap((data: unknown) => {
-    const id = (data as { jobId?: unknown } | null)?.jobId;
-    return isJobId(id) ? [{ id, data }] : [];
-  });
-  if (named.length !== jobs.length || jobs.length === 0) {
-    logger.error({ queueJobId: message.id, carried: jobs.length, named: named.length }, 'malformed queue message');
-  }
-  return named;
 }

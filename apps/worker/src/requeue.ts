@@ -1,5 +1,5 @@
 import { type Database, jobs } from '@cs/db';
-import { type Delivery, defaultJobOptions, deliveryName, type JobPayload } from '@cs/queue';
+import { type Delivery, defaultJobOptions, deliveryName } from '@cs/queue';
 import type { Queue } from 'bullmq';
 import { and, asc, eq, inArray, lt, sql } from 'drizzle-orm';
 import type { Redis } from 'ioredis';
@@ -8,7 +8,7 @@ import type { Redis } from 'ioredis';
  * PostgreSQL is the record of every accepted job; Redis only carries it to a worker. Put back the
  * jobs that are unfinished in PostgreSQL but that the queue will never deliver:
  * - their message is absent from Redis (a restart without persistence, a failover): re-added
- *   under its own id, carrying those of its jobs that are still unfinished;
+ *   under its own id, naming those of its jobs that are still unfinished;
  * - their message is in BullMQ's failed set (it gave up: too many stalls, or attempts used up by
  *   workers that handed it back while shutting down): retried.
  * Either is safe: a job that already committed is skipped by the worker.
@@ -23,7 +23,7 @@ export async function requeueLostJobs(
   { olderThanMs = 10_000, limit = 500 } = {},
 ): Promise<number> {
   const stale = await db
-    .select({ id: jobs.id, queueJobId: jobs.queueJobId, payload: jobs.payload })
+    .select({ id: jobs.id, queueJobId: jobs.queueJobId })
     .from(jobs)
     .where(
       and(
@@ -36,9 +36,9 @@ export async function requeueLostJobs(
     .limit(limit);
   if (stale.length === 0) return 0;
 
-  const messages = new Map<string, JobPayload[]>();
+  const messages = new Map<string, string[]>();
   for (const job of stale) {
-    messages.set(job.queueJobId, [...(messages.get(job.queueJobId) ?? []), job.payload as JobPayload]);
+    messages.set(job.queueJobId, [...(messages.get(job.queueJobId) ?? []), job.id]);
   }
   const ids = [...messages.keys()];
   const pipeline = redis.pipeline();
@@ -53,7 +53,7 @@ export async function requeueLostJobs(
   if (lost.length > 0) {
     await queue.addBulk(
       lost.map((id) => {
-        const delivery: Delivery = { jobs: messages.get(id) ?? [] };
+        const delivery: Delivery = { ids: messages.get(id) ?? [] };
         return { name: deliveryName, data: delivery, opts: { ...defaultJobOptions, jobId: id } };
       }),
     );

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import { isPlaceholderSecret } from './placeholders.ts';
 
 /**
  * The whole configuration of every process, read from the environment once and validated here.
@@ -8,7 +9,10 @@ import { z } from 'zod';
 const schema = z.object({
   NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  /** The role the API and workers connect as: an application role with only the privileges they need. */
   DATABASE_URL: z.string().url().default('postgres://postgres@127.0.0.1:5432/charge_sales'),
+  /** The owner of the tables, for `npm run db:migrate` only; DATABASE_URL when unset. */
+  MIGRATION_DATABASE_URL: z.string().url().optional(),
   REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
   /** Every Redis key of this deployment starts with it; test runs use their own. */
   REDIS_PREFIX: z
@@ -16,6 +20,12 @@ const schema = z.object({
     .regex(/^[A-Za-z0-9_-]{1,40}$/)
     .default('cs'),
   ADMIN_TOKEN: z.string().min(16, 'ADMIN_TOKEN must be at least 16 characters').optional(),
+  /** Key of the ledger's hash chain; held by the processes, never by the database. */
+  LEDGER_HMAC_KEY: z.string().min(32, 'LEDGER_HMAC_KEY must be at least 32 characters').optional(),
+  /** When set, GET /metrics needs it as a bearer token. */
+  METRICS_TOKEN: z.string().min(16, 'METRICS_TOKEN must be at least 16 characters').optional(),
+  /** Submissions one API process holds in memory at most; past it, 503 `overloaded`. */
+  MAX_PENDING_SUBMISSIONS: z.coerce.number().int().min(1000).max(1_000_000).default(2000),
   PARTITIONS: z.coerce.number().int().min(1).max(1024).default(16),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   DB_POOL_SIZE: z.coerce.number().int().min(1).max(100).default(10),
@@ -30,27 +40,65 @@ const schema = z.object({
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(100).max(600000).default(10000),
 });
 
-export type Config = z.infer<typeof schema> & { ADMIN_TOKEN: string };
+export type Config = z.infer<typeof schema> & { ADMIN_TOKEN: string; LEDGER_HMAC_KEY: string };
 
-/** Parses the environment; on a bad value prints one line and exits, so a misconfigured process never half-starts. */
-export function loadConfig({ needsAdminToken = true, env = process.env } = {}): Config {
+/** Shortest admin token a production deployment accepts. */
+export const PRODUCTION_ADMIN_TOKEN_MIN = 32;
+
+/**
+ * The ledger key of a development or test process started without one. Chains written with it
+ * prove nothing, which is why production refuses to start without a key of its own.
+ */
+const DEVELOPMENT_LEDGER_KEY = 'development-ledger-key-not-a-secret-0000';
+
+/**
+ * Parses the environment; on a bad value prints one line and exits, so a misconfigured process
+ * never half-starts. `fail` is for tests, which check the line instead of exiting.
+ */
+export function loadConfig({
+  needsAdminToken = true,
+  needsLedgerKey = true,
+  env = process.env,
+  fail = (line: string): never => {
+    console.error(line);
+    process.exit(1);
+  },
+}: {
+  needsAdminToken?: boolean;
+  needsLedgerKey?: boolean;
+  env?: NodeJS.ProcessEnv;
+  fail?: (line: string) => never;
+} = {}): Config {
   const parsed = schema.safeParse(env);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    console.error(`config: ${issue?.path.join('.')}: ${issue?.message}`);
-    process.exit(1);
+    return fail(`config: ${issue?.path.join('.')}: ${issue?.message}`);
   }
   const config = parsed.data;
+  const production = config.NODE_ENV === 'production';
+
   let adminToken = config.ADMIN_TOKEN ?? '';
-  if (!adminToken && needsAdminToken) {
-    if (config.NODE_ENV === 'production') {
-      console.error('config: ADMIN_TOKEN is required in production');
-      process.exit(1);
+  if (needsAdminToken) {
+    if (production && !adminToken) return fail('config: ADMIN_TOKEN is required in production');
+    if (production && adminToken.length < PRODUCTION_ADMIN_TOKEN_MIN)
+      return fail(`config: ADMIN_TOKEN must be at least ${PRODUCTION_ADMIN_TOKEN_MIN} characters in production`);
+    if (production && isPlaceholderSecret(adminToken))
+      return fail('config: ADMIN_TOKEN is a placeholder from the documentation; generate one (openssl rand -hex 32)');
+    if (!adminToken) {
+      adminToken = `dev-${randomBytes(18).toString('base64url')}`;
+      console.error(`config: ADMIN_TOKEN not set; using a generated development token: ${adminToken}`);
     }
-    adminToken = `dev-${randomBytes(18).toString('base64url')}`;
-    console.error(`config: ADMIN_TOKEN not set; using a generated development token: ${adminToken}`);
   }
-  return { ...config, ADMIN_TOKEN: adminToken };
+
+  let ledgerKey = config.LEDGER_HMAC_KEY ?? '';
+  if (!ledgerKey) {
+    if (production && needsLedgerKey)
+      return fail('config: LEDGER_HMAC_KEY is required in production (32 characters or more)');
+    ledgerKey = DEVELOPMENT_LEDGER_KEY;
+  }
+  return { ...config, ADMIN_TOKEN: adminToken, LEDGER_HMAC_KEY: ledgerKey };
 }
+
 export { createLogger } from './logger.ts';
+export { isPlaceholderSecret } from './placeholders.ts';
 export { isReachable, requireServices } from './reachability.ts';

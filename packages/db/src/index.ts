@@ -1,4 +1,5 @@
 export * from './client.ts';
 export * from './errors.ts';
 export { migrateDatabase } from './migrate.ts';
+export { describeOverprivilegedRole, requireLeastPrivilege, roleOf, urlAsRole } from './privileges.ts';
 export * from './schema/index.ts';

@@ -4,15 +4,21 @@ import { drizzle } from 'drizzle-orm/postgres-js';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import { describeConnectionError } from './errors.ts';
+import { grantApplicationRole } from './privileges.ts';
 
 const migrationsFolder = fileURLToPath(new URL('../../../drizzle', import.meta.url));
 
-/** Creates the database if it does not exist, then applies every pending migration. */
-export async function migrateDatabase(url: string): Promise<void> {
-  await createDatabaseIfMissing(url);
-  const client = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 5 });
+/**
+ * Creates the database if it does not exist and applies every pending migration, connected as the
+ * tables' owner. With `applicationUrl` (the role the API and workers use), it then makes sure that
+ * role exists and holds only what they need (see privileges.ts).
+ */
+export async function migrateDatabase(ownerUrl: string, { applicationUrl }: { applicationUrl?: string } = {}) {
+  await createDatabaseIfMissing(ownerUrl);
+  const client = postgres(ownerUrl, { max: 1, onnotice: () => {}, connect_timeout: 5 });
   try {
     await migrate(drizzle(client), { migrationsFolder });
+    if (applicationUrl) await grantApplicationRole(client, applicationUrl);
   } finally {
     await client.end({ timeout: 5 });
   }
@@ -37,11 +43,12 @@ async function createDatabaseIfMissing(url: string): Promise<void> {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const config = loadConfig({ needsAdminToken: false });
-  migrateDatabase(config.DATABASE_URL).then(
+  const config = loadConfig({ needsAdminToken: false, needsLedgerKey: false });
+  const ownerUrl = config.MIGRATION_DATABASE_URL ?? config.DATABASE_URL;
+  migrateDatabase(ownerUrl, { applicationUrl: config.DATABASE_URL }).then(
     () => console.log('migrations applied'),
     (error: unknown) => {
-      console.error(`db:migrate: ${describeConnectionError(error, config.DATABASE_URL)}`);
+      console.error(`db:migrate: ${describeConnectionError(error, ownerUrl)}`);
       process.exit(1);
     },
   );

@@ -1,5 +1,6 @@
-import { type Database, isFinalJobStatus } from '@cs/db';
+import { type ApprovalAction, type Database, isFinalJobStatus, type JobType } from '@cs/db';
 import type { TransactionSql } from 'postgres';
+import { CHAIN_START, type ChainedRow, sealRow } from './chain.ts';
 import {
   type CreditRequestState,
   decideCreditRequest,
@@ -8,57 +9,58 @@ import {
   type SellerState,
 } from './decisions.ts';
 
-export type SaleJob = {
+/**
+ * What a queue message names: a job, and the partition whose queue carried it. Nothing else a
+ * message says is trusted; what the job does is read from its row.
+ */
+export interface JobRef {
   id: string;
-  type: 'charge_sale';
-  sellerId: string;
-  phoneNumber: string;
-  amount: bigint;
-};
-export type ApprovalJob = {
-  id: string;
-  type: 'credit_approval';
-  sellerId: string;
-  creditRequestId: string;
-  action: 'approve' | 'reject';
-  processedBy: string;
-};
-export type LedgerJob = SaleJob | ApprovalJob;
+  partition: number;
+}
 
 export type FinalStatus = 'succeeded' | 'rejected' | 'failed';
 export interface JobOutcome {
   jobId: string;
+  /** The job's type as its row records it; absent when no row was found. */
+  type?: JobType;
   status: FinalStatus;
   result: Record<string, unknown> | null;
   error: Refusal | null;
   /** True when the job had already taken effect earlier (a redelivery): nothing was written now. */
   replayed: boolean;
+  /**
+   * True when nothing was decided: the message named no job of its partition. The row, if any,
+   * is left as it was, to be applied from its own partition's queue.
+   */
+  ignored?: boolean;
 }
 
 /**
- * Applies jobs in the given order in one transaction of its own, with the same rules as if each
- * had a transaction of its own: each job sees the balance its predecessors left, a refusal
- * changes nothing and does not undo the others. Writes are set-based, so a batch costs a handful
- * of statements whatever its size, sent in two groups (the locks and reads, then the writes),
- * each statement prepared once per connection. The transaction is postgres.js's `begin`: it fails
- * as soon as its connection closes (PostgreSQL restarting, or ending a transaction left idle too
- * long), where a query on a connection reserved by hand could wait for ever.
+ * Applies the named jobs in submission order (ids are UUIDv7) in one transaction of its own, with
+ * the same rules as if each had a transaction of its own: each job sees the balance its
+ * predecessors left, a refusal changes nothing and does not undo the others. Every fact a job
+ * applies (type, seller, amount, phone, credit request, action, operator) is read from the `jobs`
+ * row the transaction locks; a queue message only names the job. Writes are set-based, so a batch
+ * costs a handful of statements whatever its size, sent in two groups (the locks and reads, then
+ * the writes), each statement prepared once per connection. The transaction is postgres.js's
+ * `begin`: it fails as soon as its connection closes (PostgreSQL restarting, or ending a
+ * transaction left idle too long), where a query on a connection reserved by hand could wait for
+ * ever.
  *
  * Exactly-once in effect: the job rows are locked first and a job whose row is already final is
  * skipped (it ran before and committed; this is a redelivery). Should that gate ever be passed
  * twice, the ledger's unique job_id and credit_request_id refuse the second write.
+ *
+ * Each ledger row is sealed into its seller's hash chain with `ledgerKey` (see chain.ts).
  */
-export async function applyJobs(db: Database, batch: readonly LedgerJob[]): Promise<JobOutcome[]> {
-  if (batch.length === 0) return [];
+export async function applyJobs(db: Database, refs: readonly JobRef[], ledgerKey: string): Promise<JobOutcome[]> {
+  if (refs.length === 0) return [];
+  const ordered = [...new Map(refs.map((r) => [r.id, r])).values()].sort((a, b) =>
+    a.id < b.id ? -1 : a.id > b.id ? 1 : 0,
+  );
   return db.$client.begin(async (tx) => {
-    const decided = decide(batch, await lockState(tx, batch));
-    const transactionIds = await writeAll(tx, decided);
-    for (const outcome of decided.outcomes) {
-      const transactionId = transactionIds.get(outcome.jobId);
-      if (transactionId !== undefined && outcome.result) {
-        outcome.result = { transaction_id: transactionId, ...outcome.result };
-      }
-    }
+    const decided = decide(ordered, await lockState(tx, ordered), ledgerKey);
+    await writeAll(tx, decided);
     return decided.outcomes;
   });
 }
@@ -66,175 +68,235 @@ export async function applyJobs(db: Database, batch: readonly LedgerJob[]): Prom
 /** The transaction's connection; money columns come back as bigint (see `createDb`). */
 type Connection = TransactionSql<{ bigint: bigint }>;
 
+type JobRow = {
+  id: string;
+  type: JobType;
+  seller_id: string;
+  partition: number;
+  status: string;
+  result: Record<string, unknown> | null;
+  error: Refusal | null;
+  amount: bigint | null;
+  phone_number: string | null;
+  credit_request_id: string | null;
+  action: ApprovalAction | null;
+  processed_by: string | null;
+};
+
 interface LockedState {
-  sellers: Map<string, SellerState>;
-  jobs: Map<string, { id: string; sellerId: string; status: string; result: unknown; error: unknown }>;
+  jobs: Map<string, JobRow>;
+  sellers: Map<string, SellerState & { head: string }>;
   requests: Map<string, CreditRequestState>;
+  /** Ledger ids drawn for this transaction, in order: at most one row per job. */
+  ledgerIds: string[];
 }
 
 /**
- * Locks and reads what the batch decides on, in one round trip. Statements sent
- * together run in the order sent, so locks are always taken jobs → sellers → credit requests,
- * each in id order: two transactions over overlapping rows can never deadlock. The locks are FOR NO KEY
- * UPDATE: they exclude every other writer of these rows, yet let the API insert a new job or
- * credit request that references a seller (a foreign key check takes KEY SHARE, which FOR
- * UPDATE would block until the batch commits).
+ * Locks and reads what the batch decides on, in one round trip. Statements sent together run in
+ * the order sent, so locks are always taken jobs → sellers → credit requests, each in id order:
+ * two transactions over overlapping rows can never deadlock. The sellers and credit requests are
+ * those the locked job rows name (a job's facts never change once recorded). The locks are FOR NO
+ * KEY UPDATE: they exclude every other writer of these rows, yet let the API insert a new job or
+ * credit request that references them (a foreign key check takes KEY SHARE, which FOR UPDATE
+ * would block until the batch commits).
+ *
+ * The ledger ids are drawn last, after the seller locks: a seller's rows get ids in the order they
+ * are applied, as its chain needs, even if two transactions ever wrote one seller.
  */
-async function lockState(conn: Connection, batch: readonly LedgerJob[]): Promise<LockedState> {
-  const sellerIds = uuidArray(batch.map((j) => j.sellerId));
-  const requestIds = uuidArray(batch.flatMap((j) => (j.type === 'credit_approval' ? [j.creditRequestId] : [])));
-  const [jobRows, sellerRows, requestRows] = await Promise.all([
-    conn<Array<{ id: string; seller_id: string; status: string; result: unknown; error: unknown }>>`
-      select id, seller_id, status, result, error from jobs
-      where id = any(${uuidArray(batch.map((j) => j.id))}::uuid[]) order by id for no key update`,
-    conn<Array<{ id: string; balance: bigint; is_active: boolean }>>`
-      select id, credit_balance as balance, is_active from sellers
-      where id = any(${sellerIds}::uuid[]) order by id for no key update`,
+async function lockState(conn: Connection, refs: readonly JobRef[]): Promise<LockedState> {
+  const ids = uuidArray(refs.map((r) => r.id));
+  const [jobRows, sellerRows, requestRows, idRows] = await Promise.all([
+    conn<JobRow[]>`
+      select id, type, seller_id, partition, status, result, error, amount, phone_number, credit_request_id,
+             action, processed_by
+      from jobs where id = any(${ids}::uuid[]) order by id for no key update`,
+    conn<Array<{ id: string; balance: bigint; is_active: boolean; ledger_head: string | null }>>`
+      select id, credit_balance as balance, is_active, ledger_head from sellers
+      where id in (select seller_id from jobs where id = any(${ids}::uuid[]))
+      order by id for no key update of sellers`,
     conn<Array<{ id: string; seller_id: string; amount: bigint; status: CreditRequestState['status'] }>>`
       select id, seller_id, amount, status from credit_requests
-      where id = any(${requestIds}::uuid[]) order by id for no key update`,
+      where id in (select credit_request_id from jobs where id = any(${ids}::uuid[]))
+      order by id for no key update of credit_requests`,
+    conn<Array<{ id: string }>>`
+      select nextval('transactions_id_seq')::text as id from generate_series(1, ${refs.length}::int)`,
   ]);
   return {
-    sellers: new Map(sellerRows.map((r) => [r.id, { id: r.id, balance: r.balance, isActive: r.is_active }])),
-    jobs: new Map(
-      jobRows.map((r) => [
+    jobs: new Map(jobRows.map((r) => [r.id, r])),
+    sellers: new Map(
+      sellerRows.map((r) => [
         r.id,
-        { id: r.id, sellerId: r.seller_id, status: r.status, result: r.result, error: r.error },
+        { id: r.id, balance: r.balance, isActive: r.is_active, head: r.ledger_head ?? CHAIN_START },
       ]),
     ),
     requests: new Map(
       requestRows.map((r) => [r.id, { id: r.id, sellerId: r.seller_id, amount: r.amount, status: r.status }]),
     ),
+    ledgerIds: idRows.map((r) => r.id),
   };
 }
 
 interface Decided {
   outcomes: JobOutcome[];
-  /** The outcomes to record on the jobs' rows: not replays, and not jobs without a row. */
+  /** The outcomes to record on the jobs' rows: not replays, and not jobs left alone. */
   recorded: JobOutcome[];
   ledger: LedgerRow[];
   processed: ProcessedRequest[];
-  balances: SellerState[];
+  balances: Array<SellerState & { head: string }>;
 }
 
 /** Decides every job of the batch in order against the running state; no I/O. */
-function decide(batch: readonly LedgerJob[], state: LockedState): Decided {
+function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: string): Decided {
   const outcomes: JobOutcome[] = [];
   const ledger: LedgerRow[] = [];
   const processed: ProcessedRequest[] = [];
   const touchedSellers = new Set<string>();
-  const unrecorded = new Set<string>();
+  const ledgerIds = state.ledgerIds[Symbol.iterator]();
+  const createdAt = new Date();
 
-  for (const job of batch) {
-    const row = state.jobs.get(job.id);
-    // A message whose job has no row, or another seller than its row, is not applied; a row that
-    // is there stays unfinished, and is put back later from its own payload by the requeue.
-    if (!row || row.sellerId !== job.sellerId) {
-      unrecorded.add(job.id);
-      outcomes.push(failure(job.id, 'unknown_job', 'The job has no record; it was not applied'));
+  /** Seals a ledger row into its seller's chain and moves the seller's balance and head on. */
+  const append = (seller: SellerState & { head: string }, row: Omit<LedgerRow, 'id' | 'createdAt' | 'hmac'>) => {
+    const id = ledgerIds.next().value as string;
+    const chained: ChainedRow = {
+      id,
+      sellerId: row.sellerId,
+      type: row.type,
+      amount: row.amount.toString(),
+      balanceAfter: row.balanceAfter.toString(),
+      jobId: row.jobId,
+      creditRequestId: row.creditRequestId,
+      phoneNumber: row.phoneNumber,
+      description: row.description,
+      createdAtMicros: (BigInt(createdAt.getTime()) * 1000n).toString(),
+    };
+    const hmac = sealRow(ledgerKey, chained, seller.head);
+    seller.balance = row.balanceAfter;
+    seller.head = hmac;
+    touchedSellers.add(seller.id);
+    ledger.push({ ...row, id, createdAt, hmac });
+    return id;
+  };
+
+  for (const ref of refs) {
+    const job = state.jobs.get(ref.id);
+    // A message naming no job, or a job of another partition, decides nothing: a job belongs to
+    // its seller's partition, whose single consumer keeps that seller's jobs serial.
+    if (!job || job.partition !== ref.partition) {
+      outcomes.push({
+        ...failure(ref.id, 'unknown_job', 'The message names no job of its partition; nothing was applied'),
+        ignored: true,
+      });
       continue;
     }
-    if (isFinalJobStatus(row.status)) {
+    if (isFinalJobStatus(job.status)) {
       outcomes.push({
         jobId: job.id,
-        status: row.status,
-        result: (row.result as Record<string, unknown> | null) ?? null,
-        error: (row.error as Refusal | null) ?? null,
+        type: job.type,
+        status: job.status,
+        result: job.result ?? null,
+        error: job.error ?? null,
         replayed: true,
       });
       continue;
     }
-    const seller = state.sellers.get(job.sellerId);
+    const seller = state.sellers.get(job.seller_id);
     if (!seller) {
-      outcomes.push(refused(job.id, { error: 'Seller not found', code: 'seller_not_found' }));
+      outcomes.push(refused(job, { error: 'Seller not found', code: 'seller_not_found' }));
       continue;
     }
     if (job.type === 'charge_sale') {
-      const decision = decideSale(seller, job.amount);
+      const amount = job.amount as bigint;
+      const phone = job.phone_number as string;
+      const decision = decideSale(seller, amount);
       if (!decision.ok) {
-        outcomes.push(refused(job.id, decision.refusal));
+        outcomes.push(refused(job, decision.refusal));
         continue;
       }
-      seller.balance = decision.newBalance;
-      touchedSellers.add(seller.id);
-      ledger.push({
+      const transactionId = append(seller, {
         jobId: job.id,
         sellerId: seller.id,
         type: 'charge_sale',
-        amount: -job.amount,
-        balanceAfter: seller.balance,
-        phoneNumber: job.phoneNumber,
+        amount: -amount,
+        balanceAfter: decision.newBalance,
+        phoneNumber: phone,
         creditRequestId: null,
-        description: `Charge of ${job.amount} rials to ${job.phoneNumber}`,
+        description: `Charge of ${amount} rials to ${phone}`,
       });
       outcomes.push({
         jobId: job.id,
+        type: job.type,
         status: 'succeeded',
         result: {
+          transaction_id: transactionId,
           seller_id: seller.id,
-          phone_number: job.phoneNumber,
-          amount: job.amount.toString(),
+          phone_number: phone,
+          amount: amount.toString(),
           new_balance: seller.balance.toString(),
         },
         error: null,
         replayed: false,
       });
     } else {
-      const request = state.requests.get(job.creditRequestId);
+      const request = state.requests.get(job.credit_request_id ?? '');
       if (!request || request.sellerId !== seller.id) {
-        outcomes.push(refused(job.id, { error: 'Credit request not found', code: 'credit_request_not_found' }));
+        outcomes.push(refused(job, { error: 'Credit request not found', code: 'credit_request_not_found' }));
         continue;
       }
-      const decision = decideCreditRequest(seller, request, job.action);
+      const decision = decideCreditRequest(seller, request, job.action as ApprovalAction);
       if (!decision.ok) {
-        outcomes.push(refused(job.id, decision.refusal));
+        outcomes.push(refused(job, decision.refusal));
         continue;
       }
+      const processedBy = job.processed_by as string;
       request.status = decision.status;
-      processed.push({ id: request.id, status: decision.status, processedBy: job.processedBy });
-      const result: Record<string, unknown> = {
-        credit_request_id: request.id,
-        seller_id: seller.id,
-        amount: request.amount.toString(),
-        status: decision.status,
-        new_balance: seller.balance.toString(),
-      };
+      processed.push({ id: request.id, status: decision.status, processedBy });
+      let transactionId: string | undefined;
       if (decision.status === 'approved') {
-        seller.balance = decision.newBalance;
-        touchedSellers.add(seller.id);
-        result.new_balance = seller.balance.toString();
-        ledger.push({
+        transactionId = append(seller, {
           jobId: job.id,
           sellerId: seller.id,
           type: 'credit_increase',
           amount: request.amount,
-          balanceAfter: seller.balance,
+          balanceAfter: decision.newBalance,
           phoneNumber: null,
           creditRequestId: request.id,
-          description: `Credit request ${request.id} approved by ${job.processedBy}`,
+          description: `Credit request ${request.id} approved by ${processedBy}`,
         });
       }
-      outcomes.push({ jobId: job.id, status: 'succeeded', result, error: null, replayed: false });
+      outcomes.push({
+        jobId: job.id,
+        type: job.type,
+        status: 'succeeded',
+        result: {
+          ...(transactionId ? { transaction_id: transactionId } : {}),
+          credit_request_id: request.id,
+          seller_id: seller.id,
+          amount: request.amount.toString(),
+          status: decision.status,
+          new_balance: seller.balance.toString(),
+        },
+        error: null,
+        replayed: false,
+      });
     }
   }
   return {
     outcomes,
-    recorded: outcomes.filter((o) => !o.replayed && !unrecorded.has(o.jobId)),
+    recorded: outcomes.filter((o) => !o.replayed && !o.ignored),
     ledger,
     processed,
-    balances: [...touchedSellers].map((id) => state.sellers.get(id) as SellerState),
+    balances: [...touchedSellers].map((id) => state.sellers.get(id) as SellerState & { head: string }),
   };
 }
 
-/** Sends the writes together; the ledger statement's answer maps jobs to their ledger rows. */
-async function writeAll(conn: Connection, decided: Decided): Promise<Map<string, string>> {
-  const [transactionIds] = await Promise.all([
+/** Sends the writes together, as one round trip. */
+async function writeAll(conn: Connection, decided: Decided): Promise<void> {
+  await Promise.all([
     writeLedgerAndOutcomes(conn, decided.ledger, decided.recorded),
     writeBalances(conn, decided.balances),
     writePhoneTotals(conn, decided.ledger),
     writeProcessedRequests(conn, decided.processed),
   ]);
-  return transactionIds;
 }
 
 /**
@@ -260,6 +322,7 @@ function uuidArray(ids: string[]): string {
 }
 
 interface LedgerRow {
+  id: string;
   jobId: string;
   sellerId: string;
   type: 'charge_sale' | 'credit_increase';
@@ -268,6 +331,8 @@ interface LedgerRow {
   phoneNumber: string | null;
   creditRequestId: string | null;
   description: string;
+  createdAt: Date;
+  hmac: string;
 }
 
 interface ProcessedRequest {
@@ -276,20 +341,21 @@ interface ProcessedRequest {
   processedBy: string;
 }
 
-function refused(jobId: string, refusal: Refusal): JobOutcome {
-  return { jobId, status: 'rejected', result: null, error: refusal, replayed: false };
+function refused(job: JobRow, refusal: Refusal): JobOutcome {
+  return { jobId: job.id, type: job.type, status: 'rejected', result: null, error: refusal, replayed: false };
 }
 
 function failure(jobId: string, code: string, message: string): JobOutcome {
   return { jobId, status: 'failed', result: null, error: { error: message, code }, replayed: false };
 }
 
-async function writeBalances(conn: Connection, changed: SellerState[]): Promise<void> {
+/** The sellers' new balances, and the heads their chains now end at. */
+async function writeBalances(conn: Connection, changed: Array<SellerState & { head: string }>): Promise<void> {
   if (changed.length === 0) return;
-  const rows = changed.map((s) => ({ id: s.id, balance: s.balance.toString() }));
+  const rows = changed.map((s) => ({ id: s.id, balance: s.balance.toString(), head: s.head }));
   await conn`
-    update sellers as s set credit_balance = v.balance::bigint
-    from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(id uuid, balance text)
+    update sellers as s set credit_balance = v.balance::bigint, ledger_head = v.head
+    from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(id uuid, balance text, head text)
     where s.id = v.id`;
 }
 
@@ -326,19 +392,16 @@ async function writeProcessedRequests(conn: Connection, processed: ProcessedRequ
 }
 
 /**
- * Inserts the ledger rows and records the jobs' outcomes in one statement (one round trip), the
- * new ledger ids going into the sales' results. Rows are inserted in the order given, so ids
- * follow the order in which the balances were decided, as the balance_after chain requires.
- * started_at is the transaction's start (now()), finished_at the clock when its writes were done:
- * two jobs of one seller whose spans overlap would mean two transactions ran at once.
+ * Inserts the ledger rows and records the jobs' outcomes in one statement (one round trip: a
+ * data-modifying WITH runs whether or not the rest reads it). Rows
+ * carry the ids drawn under the seller locks and the hmacs sealed with them. started_at is the
+ * transaction's start (now()), finished_at the clock when its writes were done: two jobs of one
+ * seller whose spans overlap would mean two transactions ran at once.
  */
-async function writeLedgerAndOutcomes(
-  conn: Connection,
-  ledger: LedgerRow[],
-  outcomes: JobOutcome[],
-): Promise<Map<string, string>> {
-  if (outcomes.length === 0) return new Map();
+async function writeLedgerAndOutcomes(conn: Connection, ledger: LedgerRow[], outcomes: JobOutcome[]): Promise<void> {
+  if (outcomes.length === 0) return;
   const rows = ledger.map((r) => ({
+    id: r.id,
     seller_id: r.sellerId,
     type: r.type,
     amount: r.amount.toString(),
@@ -347,28 +410,22 @@ async function writeLedgerAndOutcomes(
     credit_request_id: r.creditRequestId,
     phone_number: r.phoneNumber,
     description: r.description,
+    created_at: r.createdAt.toISOString(),
+    hmac: r.hmac,
   }));
   const results = outcomes.map((o) => ({ id: o.jobId, status: o.status, result: o.result, error: o.error }));
-  const recorded = (await conn`
+  await conn`
     with ledger as (
-      insert into transactions (seller_id, type, amount, balance_after, job_id, credit_request_id, phone_number, description)
-      select (e.row->>'seller_id')::uuid, e.row->>'type', (e.row->>'amount')::bigint, (e.row->>'balance_after')::bigint,
-             (e.row->>'job_id')::uuid, (e.row->>'credit_request_id')::uuid, e.row->>'phone_number', e.row->>'description'
-      from jsonb_array_elements(${JSON.stringify(rows)}::jsonb) with ordinality as e(row, ord)
-      order by e.ord
-      returning id, job_id
+      insert into transactions (id, seller_id, type, amount, balance_after, job_id, credit_request_id, phone_number,
+                                description, created_at, hmac)
+      overriding system value
+      select (e.row->>'id')::bigint, (e.row->>'seller_id')::uuid, e.row->>'type', (e.row->>'amount')::bigint,
+             (e.row->>'balance_after')::bigint, (e.row->>'job_id')::uuid, (e.row->>'credit_request_id')::uuid,
+             e.row->>'phone_number', e.row->>'description', (e.row->>'created_at')::timestamptz, e.row->>'hmac'
+      from jsonb_array_elements(${JSON.stringify(rows)}::jsonb) as e(row)
     ), clock as (select clock_timestamp() as ts)
-    update jobs as j set status = v.status,
-      result = case when ledger.id is null then v.result
-                    else jsonb_build_object('transaction_id', ledger.id::text) || v.result end,
-      error = v.error, started_at = now(), finished_at = clock.ts
+    update jobs as j set status = v.status, result = v.result, error = v.error, started_at = now(), finished_at = clock.ts
     from jsonb_to_recordset(${JSON.stringify(results)}::jsonb) as v(id uuid, status text, result jsonb, error jsonb)
-      left join ledger on ledger.job_id = v.id
       cross join clock
-    where j.id = v.id
-    returning j.id as job_id, ledger.id::text as transaction_id`) as unknown as Array<{
-    job_id: string;
-    transaction_id: string | null;
-  }>;
-  return new Map(recorded.flatMap((r) => (r.transaction_id ? [[r.job_id, r.transaction_id] as const] : [])));
+    where j.id = v.id`;
 }

@@ -1,4 +1,5 @@
 export * from './apply-jobs.ts';
+export * from './chain.ts';
 export * from './decisions.ts';
 export * from './money.ts';
 export * from './phone.ts';

@@ -236,6 +236,7 @@ function ReconcileState(props: { check: Reconciliation | undefined }) {
     <span class="bad">
       ✗ {difference !== 0n ? `off by ${rials(difference)} rials` : ''}
       {check.brokenChainRows > 0 ? ` ${check.brokenChainRows} broken ledger rows` : ''}
+      {check.chainBrokenAt !== null ? ` hash chain broken at row ${check.chainBrokenAt}` : ''}
     </span>
   );
 }
@@ -257,7 +258,8 @@ function ActiveToggle(props: { id: string; isActive: boolean; csrf: string | und
 const likePattern = (text: string) => `%${text.replace(/[\\%_]/g, (ch) => `\\${ch}`)}%`;
 
 async function sellersPage(c: AdminContext) {
-  const { db } = c.var.deps;
+  const { db, config } = c.var.deps;
+  const ledgerKey = config.LEDGER_HMAC_KEY;
   const query = c.req.query();
   const search = query.q?.trim().slice(0, 200) || undefined;
   const before = query.before && isUuid(query.before) ? query.before : undefined;
@@ -274,7 +276,9 @@ async function sellersPage(c: AdminContext) {
     .limit(PAGE_SIZE + 1);
   const shown = rows.slice(0, PAGE_SIZE);
   const checks = new Map(
-    (await Promise.all(shown.map((s) => reconcile(db, s.id)))).flat().map((check) => [check.sellerId, check]),
+    (await Promise.all(shown.map((s) => reconcile(db, { ledgerKey, sellerId: s.id }))))
+      .flat()
+      .map((check) => [check.sellerId, check]),
   );
   const here = new URL(c.req.url);
   const csrf = c.var.session?.csrfToken;
@@ -385,7 +389,7 @@ async function sellerPage(c: AdminContext) {
   const type = ledgerTypes.find((t) => t === query.type);
   const limit = parseLimit(query.limit);
   const before = query.before && isBigintId(query.before) ? query.before : undefined;
-  const [check] = await reconcile(db, seller.id);
+  const [check] = await reconcile(db, { ledgerKey: c.var.deps.config.LEDGER_HMAC_KEY, sellerId: seller.id });
   const rows = await db
     .select()
     .from(transactions)

@@ -6,7 +6,8 @@ import { ApiError, forbidden } from '../errors.ts';
 /** Api keys are stored as their SHA-256: a stolen table gives no usable key. */
 export const hashApiKey = (key: string) => createHash('sha256').update(key).digest('hex');
 
-function sameSecret(a: string, b: string): boolean {
+/** Compares two secrets in constant time, whatever their lengths. */
+export function sameSecret(a: string, b: string): boolean {
   const left = createHash('sha256').update(a).digest();
   const right = createHash('sha256').update(b).digest();
   return timingSafeEqual(left, right);

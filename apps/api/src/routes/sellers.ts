@@ -117,7 +117,7 @@ const reconcileSeller = createRoute({
   method: 'get',
   path: '/api/sellers/{id}/reconcile',
   tags: ['Sellers'],
-  summary: 'Check that the balance equals the sum of the ledger',
+  summary: 'Check that the balance equals the sum of the ledger and that the ledger hash chain verifies',
   security: bearer,
   request: { params: pathId },
   responses: {
@@ -129,6 +129,11 @@ const reconcileSeller = createRoute({
         is_reconciled: z.boolean(),
         difference: z.string(),
         total_transactions: z.number(),
+        chain_head: z.string().nullable().openapi({ description: "The hmac of the seller's last ledger row" }),
+        chain_broken_at: z
+          .string()
+          .nullable()
+          .openapi({ description: 'The id of the first ledger row whose hmac does not verify, else null' }),
       }),
       'The reconciliation',
     ),
@@ -216,7 +221,10 @@ export function registerSellerRoutes(app: OpenAPIHono<AppEnv>) {
 
   app.openapi(reconcileSeller, async (c) => {
     const seller = await findAccessibleSeller(c.var.deps.db, c.var.caller, c.req.valid('param').id);
-    const [check] = await reconcile(c.var.deps.db, seller.id);
+    const [check] = await reconcile(c.var.deps.db, {
+      ledgerKey: c.var.deps.config.LEDGER_HMAC_KEY,
+      sellerId: seller.id,
+    });
     if (!check) throw notFound('Seller');
     return c.json(
       {
@@ -226,6 +234,8 @@ export function registerSellerRoutes(app: OpenAPIHono<AppEnv>) {
         is_reconciled: check.isReconciled,
         difference: (check.currentBalance - check.calculatedFromTransactions).toString(),
         total_transactions: check.totalTransactions,
+        chain_head: check.chainHead,
+        chain_broken_at: check.chainBrokenAt,
       },
       200,
     );

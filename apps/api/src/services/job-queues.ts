@@ -1,11 +1,4 @@
-import {
-  type Delivery,
-  defaultJobOptions,
-  deliveryName,
-  type JobPayload,
-  partitionOf,
-  partitionQueueName,
-} from '@cs/queue';
+import { type Delivery, defaultJobOptions, deliveryName, partitionOf, partitionQueueName } from '@cs/queue';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -40,11 +33,11 @@ export class JobQueues {
   }
 
   /**
-   * Enqueues jobs of one partition, oldest first, as one message under the given id (adding it
-   * twice leaves one message).
+   * Enqueues recorded jobs of one partition, oldest first, as one message naming them under the
+   * given id (adding it twice leaves one message).
    */
-  async deliver(partition: number, queueJobId: string, payloads: JobPayload[]): Promise<void> {
-    const delivery: Delivery = { jobs: payloads };
+  async deliver(partition: number, queueJobId: string, jobIds: string[]): Promise<void> {
+    const delivery: Delivery = { ids: jobIds };
     await this.queue(partition).add(deliveryName, delivery, { ...defaultJobOptions, jobId: queueJobId });
   }
 

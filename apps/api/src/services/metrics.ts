@@ -4,8 +4,10 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 import type { AppDeps, AppEnv } from '../context.ts';
 import type { JobEvents } from './job-events.ts';
 
-/** How long a reconciliation of every seller is reused: it reads the whole ledger. */
+/** How often the background reconciliation of every seller runs: it reads the whole ledger. */
 const RECONCILE_EVERY_MS = 60_000;
+/** Its first run, soon after the process starts. */
+const FIRST_RECONCILE_MS = 5_000;
 
 /**
  * Prometheus metrics of the deployment as this API process sees it. Job outcomes and latencies
@@ -34,9 +36,22 @@ export class Metrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [this.registry],
   });
-  private lastReconcile = { at: 0, unreconciled: 0 };
+  private readonly unreconciled = new Gauge({
+    name: 'sellers_unreconciled',
+    help: 'Sellers whose balance, balance_after chain or hash chain does not verify, at the last reconciliation (alert when above 0)',
+    registers: [this.registry],
+  });
+  private readonly reconciledAt = new Gauge({
+    name: 'sellers_reconciled_timestamp_seconds',
+    help: 'When the last background reconciliation of every seller finished (alert when it grows old)',
+    registers: [this.registry],
+  });
+  private reconcileTimer: NodeJS.Timeout | undefined;
 
-  constructor(deps: Pick<AppDeps, 'db' | 'queues' | 'logger'>, jobEvents: JobEvents) {
+  constructor(
+    private readonly deps: Pick<AppDeps, 'db' | 'queues' | 'logger'> & { ledgerKey: string },
+    jobEvents: JobEvents,
+  ) {
     collectDefaultMetrics({ register: this.registry });
     jobEvents.onAny((event) => {
       if (event.status !== 'succeeded' && event.status !== 'rejected' && event.status !== 'failed') return;
@@ -60,23 +75,30 @@ export class Metrics {
         ).catch((err: unknown) => deps.logger.warn({ err }, 'queue depth unavailable'));
       },
     });
-    const self = this;
-    new Gauge({
-      name: 'sellers_unreconciled',
-      help: 'Sellers whose balance differs from their ledger (alert when above 0)',
-      registers: [this.registry],
-      async collect() {
-        if (Date.now() - self.lastReconcile.at > RECONCILE_EVERY_MS) {
-          try {
-            const checks = await reconcile(deps.db);
-            self.lastReconcile = { at: Date.now(), unreconciled: checks.filter((c) => !c.isReconciled).length };
-          } catch (err) {
-            deps.logger.warn({ err }, 'reconciliation for metrics failed');
-          }
-        }
-        this.set(self.lastReconcile.unreconciled);
-      },
-    });
+    this.scheduleReconcile(FIRST_RECONCILE_MS);
+  }
+
+  /**
+   * The whole-ledger reconciliation runs in the background, one at a time, the next one a minute
+   * after the last ended; a scrape only reads its last result. A scrape never starts one: scrapes
+   * (or anyone reaching /metrics) cannot make the API read the whole ledger again and again.
+   */
+  private scheduleReconcile(delayMs: number): void {
+    this.reconcileTimer = setTimeout(async () => {
+      try {
+        const checks = await reconcile(this.deps.db, { ledgerKey: this.deps.ledgerKey });
+        this.unreconciled.set(checks.filter((c) => !c.isReconciled).length);
+        this.reconciledAt.set(Date.now() / 1000);
+      } catch (err) {
+        this.deps.logger.warn({ err }, 'reconciliation for metrics failed');
+      }
+      this.scheduleReconcile(RECONCILE_EVERY_MS);
+    }, delayMs);
+    this.reconcileTimer.unref();
+  }
+
+  stop(): void {
+    clearTimeout(this.reconcileTimer);
   }
 
   /** Times every request, labelled by its route pattern (not its path, which would explode labels). */

@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
-import { type Database, jobs } from '@cs/db';
+import { type ApprovalAction, type Database, jobs } from '@cs/db';
 import { recordFailure } from '@cs/ledger';
-import type { ChargeSalePayload, CreditApprovalPayload, JobPayload } from '@cs/queue';
 import { Batcher } from '@cs/queue';
 import { and, eq, or } from 'drizzle-orm';
 import type { Logger } from 'pino';
@@ -10,7 +9,11 @@ import type { AppDeps } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import type { JobQueues } from './job-queues.ts';
 
-type Payload = Omit<ChargeSalePayload, 'jobId'> | Omit<CreditApprovalPayload, 'jobId'>;
+/** What a job does: recorded in its row, which is all a worker reads. */
+type Payload = { requestId?: string; sellerId: string } & (
+  | { type: 'charge_sale'; phoneNumber: string; amount: string }
+  | { type: 'credit_approval'; creditRequestId: string; action: ApprovalAction; processedBy: string }
+);
 
 export interface Submission {
   payload: Payload;
@@ -26,14 +29,15 @@ export interface Accepted {
   created: boolean;
 }
 
+/** What an `overloaded` answer tells the client to wait, in seconds. */
+const OVERLOADED_RETRY_AFTER_S = 1;
+
 /** Accepts a job: see {@link JobSubmitter}. */
 export function submitJob(deps: AppDeps, submission: Submission): Promise<Accepted> {
   return deps.submitter.submit(submission);
 }
 
-type Prepared = Omit<JobRow, 'submittedAt' | 'status' | 'result' | 'error' | 'startedAt' | 'finishedAt'> & {
-  payload: JobPayload;
-};
+type Prepared = Omit<JobRow, 'submittedAt' | 'status' | 'result' | 'error' | 'startedAt' | 'finishedAt'>;
 
 /**
  * Accepts jobs: records each in PostgreSQL, then puts it on its seller's partition queue. The
@@ -53,13 +57,40 @@ export class JobSubmitter {
     maxInFlight: 2,
   });
 
+  /** Submissions held in this process until they are recorded and queued. */
+  private pending = 0;
+
   constructor(
     private readonly db: Database,
     private readonly queues: JobQueues,
     private readonly logger: Logger,
+    /** Past this many pending submissions, new ones are refused (503 `overloaded`). */
+    private readonly maxPending: number,
   ) {}
 
-  submit({ payload, idempotencyKey, request }: Submission): Promise<Accepted> {
+  /**
+   * Bounded intake: when PostgreSQL or Redis cannot keep up, submissions would otherwise wait in
+   * this process's memory without limit. Only what this process holds counts: a backlog in the
+   * queues (workers down or slow) is normal and keeps being accepted.
+   */
+  submit(submission: Submission): Promise<Accepted> {
+    if (this.pending >= this.maxPending) {
+      return Promise.reject(
+        new ApiError(
+          'overloaded',
+          'The API is saturated; nothing was done, retry shortly',
+          {},
+          OVERLOADED_RETRY_AFTER_S,
+        ),
+      );
+    }
+    this.pending++;
+    return this.accept(submission).finally(() => {
+      this.pending--;
+    });
+  }
+
+  private accept({ payload, idempotencyKey, request }: Submission): Promise<Accepted> {
     const id = uuidv7();
     return this.batcher.submit({
       id,
@@ -67,7 +98,11 @@ export class JobSubmitter {
       sellerId: payload.sellerId,
       partition: this.queues.partitionOf(payload.sellerId),
       queueJobId: id,
-      payload: { ...payload, jobId: id } as JobPayload,
+      amount: payload.type === 'charge_sale' ? BigInt(payload.amount) : null,
+      phoneNumber: payload.type === 'charge_sale' ? payload.phoneNumber : null,
+      creditRequestId: payload.type === 'credit_approval' ? payload.creditRequestId : null,
+      action: payload.type === 'credit_approval' ? payload.action : null,
+      processedBy: payload.type === 'credit_approval' ? payload.processedBy : null,
       idempotencyKey: idempotencyKey ?? null,
       requestHash: idempotencyKey ? hashRequest(request ?? payload) : null,
       requestId: payload.requestId ?? null,
@@ -146,7 +181,7 @@ export class JobSubmitter {
           await this.queues.deliver(
             partition,
             (group[0] as Prepared).queueJobId,
-            group.map((item) => item.payload),
+            group.map((item) => item.id),
           );
         } catch (error) {
           this.logger.warn({ err: (error as Error).message, partition, jobs: group.length }, 'could not enqueue');
@@ -177,17 +212,23 @@ async function insertJobs(db: Database, items: Prepared[]): Promise<Map<string, 
     seller_id: item.sellerId,
     partition: item.partition,
     queue_job_id: item.queueJobId,
-    payload: item.payload,
+    amount: item.amount?.toString() ?? null,
+    phone_number: item.phoneNumber,
+    credit_request_id: item.creditRequestId,
+    action: item.action,
+    processed_by: item.processedBy,
     idempotency_key: item.idempotencyKey,
     request_hash: item.requestHash,
     request_id: item.requestId,
   }));
   // Drizzle leaves timestamps as text on this client; it parses them itself for its own queries.
   const inserted = await db.$client<Array<{ id: string; submitted_at: string }>>`
-    insert into jobs (id, type, seller_id, partition, queue_job_id, payload, idempotency_key, request_hash, request_id)
+    insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number, credit_request_id, action,
+                      processed_by, idempotency_key, request_hash, request_id)
     select (e.row->>'id')::uuid, e.row->>'type', (e.row->>'seller_id')::uuid, (e.row->>'partition')::smallint,
-           (e.row->>'queue_job_id')::uuid, e.row->'payload', e.row->>'idempotency_key', e.row->>'request_hash',
-           e.row->>'request_id'
+           (e.row->>'queue_job_id')::uuid, (e.row->>'amount')::bigint, e.row->>'phone_number',
+           (e.row->>'credit_request_id')::uuid, e.row->>'action', e.row->>'processed_by', e.row->>'idempotency_key',
+           e.row->>'request_hash', e.row->>'request_id'
     from jsonb_array_elements(${JSON.stringify(rows)}::jsonb) with ordinality as e(row, ord)
     order by e.ord
     on conflict (seller_id, idempotency_key) where idempotency_key is not null do nothing

@@ -1,5 +1,17 @@
 import { sql } from 'drizzle-orm';
-import { check, index, jsonb, pgTable, smallint, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
+import {
+  bigint,
+  check,
+  index,
+  jsonb,
+  pgTable,
+  smallint,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from 'drizzle-orm/pg-core';
+import { creditRequests } from './credit-requests.ts';
 import { sellers } from './sellers.ts';
 
 export const jobTypes = ['charge_sale', 'credit_approval'] as const;
@@ -7,6 +19,8 @@ export type JobType = (typeof jobTypes)[number];
 export const jobStatuses = ['queued', 'processing', 'succeeded', 'rejected', 'failed'] as const;
 export type JobStatus = (typeof jobStatuses)[number];
 /** A job in one of these has taken its one effect (or none, for good): nothing more happens to it. */
+export const approvalActions = ['approve', 'reject'] as const;
+export type ApprovalAction = (typeof approvalActions)[number];
 export type FinalJobStatus = 'succeeded' | 'rejected' | 'failed';
 export const isFinalJobStatus = (status: string): status is FinalJobStatus =>
   status === 'succeeded' || status === 'rejected' || status === 'failed';
@@ -31,7 +45,15 @@ export const jobs = pgTable(
      */
     queueJobId: uuid('queue_job_id').notNull(),
     status: text('status', { enum: jobStatuses }).notNull().default('queued'),
-    payload: jsonb('payload').notNull(),
+    // What the job does, as the API recorded it. A worker applies these columns and nothing a
+    // queue message says; the application role may not update them.
+    /** A sale: rials to debit, and the phone charged. */
+    amount: bigint('amount', { mode: 'bigint' }),
+    phoneNumber: text('phone_number'),
+    /** A credit approval: the request, what to do with it, and who decided. */
+    creditRequestId: uuid('credit_request_id').references(() => creditRequests.id),
+    action: text('action', { enum: approvalActions }),
+    processedBy: text('processed_by'),
     idempotencyKey: text('idempotency_key'),
     /** Hash of the normalised request, to tell a replay from a reuse of the key with another body. */
     requestHash: text('request_hash'),
@@ -49,6 +71,17 @@ export const jobs = pgTable(
     check(
       'jobs_finished_iff_final',
       sql`(${t.status} in ('succeeded', 'rejected', 'failed')) = (${t.finishedAt} is not null)`,
+    ),
+    // Each type carries its own facts and no others, so a row can only ever mean one thing. Every
+    // fact is tested for null first: a check whose expression is null passes.
+    check(
+      'jobs_facts_of_type',
+      sql`(${t.type} = 'charge_sale' and ${t.amount} is not null and ${t.amount} > 0
+            and ${t.phoneNumber} is not null and ${t.phoneNumber} ~ '^09[0-9]{9}$'
+            and ${t.creditRequestId} is null and ${t.action} is null and ${t.processedBy} is null)
+       or (${t.type} = 'credit_approval' and ${t.amount} is null and ${t.phoneNumber} is null
+            and ${t.creditRequestId} is not null and ${t.action} is not null and ${t.action} in ('approve', 'reject')
+            and ${t.processedBy} is not null and length(${t.processedBy}) > 0)`,
     ),
     check('jobs_idempotency_key_length', sql`length(${t.idempotencyKey}) between 1 and 255`),
     // Two requests with one key can never both be accepted, even from two API processes at once.

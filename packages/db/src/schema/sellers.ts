@@ -12,6 +12,8 @@ export const sellers = pgTable(
     apiKeyHash: text('api_key_hash').notNull().unique(),
     creditBalance: bigint('credit_balance', { mode: 'bigint' }).notNull().default(sql`0`),
     isActive: boolean('is_active').notNull().default(true),
+    /** The hmac of the seller's last ledger row: where its next row's chain link starts. */
+    ledgerHead: text('ledger_head'),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [

@@ -32,6 +32,12 @@ export const transactions = pgTable(
     phoneNumber: text('phone_number'),
     description: text('description'),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    /**
+     * HMAC-SHA256 (hex) over every other column of the row and the previous row of the same
+     * seller, keyed with LEDGER_HMAC_KEY, which the processes hold and the database does not:
+     * see `@cs/ledger`'s chain.
+     */
+    hmac: text('hmac'),
   },
   (t) => [
     check('transactions_type_valid', sql`${t.type} in ('charge_sale', 'credit_increase')`),
@@ -41,6 +47,8 @@ export const transactions = pgTable(
        or (${t.type} = 'credit_increase' and ${t.amount} > 0 and ${t.creditRequestId} is not null and ${t.phoneNumber} is null)`,
     ),
     check('transactions_balance_after_non_negative', sql`${t.balanceAfter} >= 0`),
+    // NOT VALID in the migration: rows written before the chain existed carry none.
+    check('transactions_hmac_present', sql`${t.hmac} is not null and ${t.hmac} ~ '^[0-9a-f]{64}$'`),
     // Partial: a sale has no credit request, and an index entry per sale would only cost writes.
     uniqueIndex('transactions_credit_request_unique')
       .on(t.creditRequestId)

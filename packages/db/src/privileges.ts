@@ -1,0 +1,123 @@
+import type { Sql } from 'postgres';
+import { describeConnectionError } from './errors.ts';
+
+/**
+ * What the API and workers may do, table by table: read every table, insert rows, and update only
+ * the columns the code updates. Nothing else: no DELETE, no TRUNCATE, no TRIGGER, no DDL, and no
+ * UPDATE at all of `transactions`, the ledger. The tables' owner (the migration role) keeps the
+ * rest, so a compromised process cannot disable the ledger's trigger or rewrite history.
+ */
+const TABLE_PRIVILEGES: Record<string, { update: string[] }> = {
+  sellers: { update: ['credit_balance', 'is_active', 'ledger_head'] },
+  jobs: { update: ['status', 'result', 'error', 'started_at', 'finished_at'] },
+  credit_requests: { update: ['status', 'processed_by', 'processed_at'] },
+  transactions: { update: [] },
+  phone_numbers: { update: ['total_charged', 'charge_count'] },
+};
+/** Sequences the processes draw from: ledger ids are taken before the rows are sealed. */
+const SEQUENCES = ['transactions_id_seq'];
+
+const ident = (name: string) => `"${name.replaceAll('"', '""')}"`;
+const literal = (value: string) => `'${value.replaceAll("'", "''")}'`;
+
+/** The role a database URL connects as, and its password. */
+export function roleOf(url: string): { role: string; password: string } {
+  const u = new URL(url);
+  return { role: decodeURIComponent(u.username || 'postgres'), password: decodeURIComponent(u.password) };
+}
+
+/** The same database reached as another role: the application's URL beside the owner's. */
+export function urlAsRole(url: string, role: string, password: string): string {
+  const u = new URL(url);
+  u.username = encodeURIComponent(role);
+  u.password = encodeURIComponent(password);
+  return u.toString();
+}
+
+/**
+ * Makes sure the application role exists (LOGIN, with the password of its URL, when it is
+ * created) and holds exactly the privileges above on the current database. Run by the owner
+ * after each migration, in one transaction, so running processes never see a moment without
+ * their grants.
+ */
+export async function grantApplicationRole(owner: Sql, applicationUrl: string): Promise<void> {
+  const { role, password } = roleOf(applicationUrl);
+  const [me] = await owner<[{ user: string }]>`select current_user as user`;
+  if (me?.user === role) return; // one URL for everything: nothing to split (a development setup)
+  await createRoleIfMissing(owner, role, password);
+
+  const [state] = await owner<[{ super: boolean; owns: boolean; db: string }]>`
+    select r.rolsuper as super, current_database() as db,
+           exists (select 1 from pg_class c where c.relowner = r.oid
+                     and c.relnamespace = 'public'::regnamespace) as owns
+    from pg_roles r where r.rolname = ${role}`;
+  if (state?.super) throw new Error(`role ${role} of DATABASE_URL is a superuser; use a role of its own`);
+  if (state?.owns) throw new Error(`role ${role} of DATABASE_URL owns tables; reassign them to the migration role`);
+
+  const r = ident(role);
+  await owner.begin(async (tx) => {
+    await tx.unsafe(`revoke create on schema public from public`);
+    await tx.unsafe(`revoke temporary on database ${ident(state?.db ?? '')} from public`);
+    await tx.unsafe(`grant connect on database ${ident(state?.db ?? '')} to ${r}`);
+    await tx.unsafe(`revoke all on all tables in schema public from ${r}`);
+    await tx.unsafe(`revoke all on all sequences in schema public from ${r}`);
+    await tx.unsafe(`revoke all on schema public from ${r}`);
+    await tx.unsafe(`grant usage on schema public to ${r}`);
+    for (const [table, { update }] of Object.entries(TABLE_PRIVILEGES)) {
+      await tx.unsafe(`grant select, insert on ${ident(table)} to ${r}`);
+      if (update.length > 0)
+        await tx.unsafe(`grant update (${update.map(ident).join(', ')}) on ${ident(table)} to ${r}`);
+    }
+    for (const sequence of SEQUENCES) await tx.unsafe(`grant usage on sequence ${ident(sequence)} to ${r}`);
+  });
+}
+
+async function createRoleIfMissing(owner: Sql, role: string, password: string): Promise<void> {
+  const found = await owner`select 1 from pg_roles where rolname = ${role}`;
+  if (found.length > 0) return;
+  try {
+    await owner.unsafe(`create role ${ident(role)} login${password ? ` password ${literal(password)}` : ''}`);
+  } catch (error) {
+    // Another migration created it at the same moment (roles are shared by the whole server).
+    const code = (error as { code?: string }).code;
+    if (code !== '42710' && code !== '23505') throw error;
+  }
+}
+
+/**
+ * What a running process checks about its own connection: a superuser, or the owner of the
+ * tables, can undo every guarantee the privileges give (disable the ledger's trigger, drop it).
+ */
+export async function describeOverprivilegedRole(sql: Sql): Promise<string | null> {
+  const [row] = await sql<[{ role: string; super: boolean; owns: boolean }]>`
+    select r.rolname as role, r.rolsuper as super,
+           exists (select 1 from pg_class c where c.relowner = r.oid
+                     and c.relnamespace = 'public'::regnamespace) as owns
+    from pg_roles r where r.rolname = current_user`;
+  if (!row) return null;
+  if (row.super) return `DATABASE_URL connects as ${row.role}, a superuser`;
+  if (row.owns) return `DATABASE_URL connects as ${row.role}, the owner of the tables`;
+  return null;
+}
+
+/**
+ * Run by the API and workers at start. In production a superuser or owner connection is refused
+ * with one line; elsewhere it is allowed with a warning, so a lone development DATABASE_URL works.
+ */
+export async function requireLeastPrivilege(
+  sql: Sql,
+  { production, who, url }: { production: boolean; who: string; url: string },
+) {
+  const problem = await describeOverprivilegedRole(sql).catch((error: unknown) => {
+    console.error(`${who}: ${describeConnectionError(error, url)}`);
+    process.exit(1);
+  });
+  if (!problem) return;
+  if (production) {
+    console.error(
+      `${who}: ${problem}; connect as the application role (npm run db:migrate with MIGRATION_DATABASE_URL creates it)`,
+    );
+    process.exit(1);
+  }
+  console.error(`${who}: warning: ${problem}; production refuses this (see MIGRATION_DATABASE_URL)`);
+}
