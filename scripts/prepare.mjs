@@ -2,7 +2,8 @@
 // dependencies when they are missing, and make sure PostgreSQL and Redis answer, starting them
 // (Docker Compose, else the local server binaries) when they do not.
 import { execFileSync, execSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
@@ -38,13 +39,17 @@ function dockerRuns() {
   }
 }
 
-/** Makes PostgreSQL and Redis answer at the given URLs, or exits with one line saying what to do. */
-export async function ensureServices({ databaseUrl, redisUrl }) {
+/**
+ * Makes PostgreSQL and Redis answer at the given URLs, or exits with one line saying what to do.
+ * Returns the URLs to use: those given, or, when it started them with Docker Compose (which
+ * requires passwords), the same with the development passwords of `secrets`.
+ */
+export async function ensureServices({ databaseUrl, redisUrl, secrets = developmentSecrets() }) {
   const pg = localPort(databaseUrl, 5432);
   const redis = localPort(redisUrl, 6379);
   const pgUp = await isListening(pg.port, pg.local ? '127.0.0.1' : pg.host);
   const redisUp = await isListening(redis.port, redis.local ? '127.0.0.1' : redis.host);
-  if (pgUp && redisUp) return;
+  if (pgUp && redisUp) return { databaseUrl, redisUrl };
 
   for (const [up, s, name, variable] of [
     [pgUp, pg, 'PostgreSQL', 'DATABASE_URL'],
@@ -54,11 +59,27 @@ export async function ensureServices({ databaseUrl, redisUrl }) {
   }
 
   if (dockerRuns()) {
-    console.log('Starting PostgreSQL and Redis with Docker Compose…');
-    execSync('docker compose up -d postgres redis', { cwd: root, stdio: 'inherit' });
+    console.log('Starting PostgreSQL and Redis with Docker Compose (published on 127.0.0.1 only)…');
+    execSync('docker compose -f docker-compose.yml -f docker-compose.local.yml up -d postgres redis', {
+      cwd: root,
+      stdio: 'inherit',
+      env: {
+        ...process.env,
+        POSTGRES_PASSWORD: secrets.ownerPassword,
+        APP_DB_PASSWORD: secrets.appPassword,
+        REDIS_PASSWORD: secrets.redisPassword,
+        ADMIN_TOKEN: secrets.adminToken,
+        LEDGER_HMAC_KEY: secrets.ledgerKey,
+      },
+    });
     await waitForPort(pg.port, { timeoutMs: 60000 });
     await waitForPort(redis.port, { timeoutMs: 60000 });
-    return;
+    const owner = new URL(databaseUrl);
+    owner.username = 'charge_sales_owner';
+    owner.password = secrets.ownerPassword;
+    const queue = new URL(redisUrl);
+    queue.password = secrets.redisPassword;
+    return { databaseUrl: owner.toString(), redisUrl: queue.toString() };
   }
   const dataDir = join(root, '.tmp', 'services');
   mkdirSync(dataDir, { recursive: true });
@@ -74,6 +95,33 @@ export async function ensureServices({ databaseUrl, redisUrl }) {
     console.log(`Starting a local Redis on port ${redis.port}…`);
     await startRedis({ port: redis.port, dir: join(dataDir, `redis-${redis.port}`), detached: true });
   }
+  return { databaseUrl, redisUrl };
+}
+
+/**
+ * The development secrets of this checkout, made once and kept in .tmp/ (never committed): the
+ * admin token stays valid across restarts, and the ledger key too, or every restart would make
+ * the ledger's hash chains fail to verify.
+ */
+export function developmentSecrets() {
+  const file = join(root, '.tmp', 'dev-secrets.json');
+  let secrets = {};
+  try {
+    secrets = JSON.parse(readFileSync(file, 'utf8'));
+  } catch {}
+  const made = {
+    adminToken: `dev-${randomBytes(24).toString('base64url')}`,
+    ledgerKey: randomBytes(32).toString('hex'),
+    appPassword: randomBytes(16).toString('hex'),
+    ownerPassword: randomBytes(16).toString('hex'),
+    redisPassword: randomBytes(16).toString('hex'),
+  };
+  const complete = { ...made, ...secrets };
+  if (Object.keys(made).some((key) => !secrets[key])) {
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, `${JSON.stringify(complete, null, 2)}\n`, { mode: 0o600 });
+  }
+  return complete;
 }
 
 function fail(line) {

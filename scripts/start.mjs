@@ -1,23 +1,44 @@
 // `npm start`: the whole system on one machine. Installs what is missing, makes sure PostgreSQL
-// and Redis answer, applies migrations, then runs the API and one worker until Ctrl-C.
+// and Redis answer, applies migrations as the tables' owner, then runs the API and one worker as
+// the application role (the privileges production has) until Ctrl-C.
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { ensureDependencies, ensureServices, root } from './prepare.mjs';
+import { developmentSecrets, ensureDependencies, ensureServices, root } from './prepare.mjs';
 
 const env = { ...process.env };
-env.DATABASE_URL ??= 'postgres://postgres@127.0.0.1:5432/charge_sales';
+const production = env.NODE_ENV === 'production';
+const secrets = developmentSecrets();
+if (production && (!env.ADMIN_TOKEN || !env.LEDGER_HMAC_KEY)) {
+  console.error('ADMIN_TOKEN and LEDGER_HMAC_KEY are required in production');
+  process.exit(1);
+}
+// Kept between starts (in .tmp/dev-secrets.json): a token pasted into a script keeps working,
+// and the ledger's hash chains keep verifying.
+env.ADMIN_TOKEN ||= secrets.adminToken;
+env.LEDGER_HMAC_KEY ||= secrets.ledgerKey;
 env.REDIS_URL ??= 'redis://127.0.0.1:6379';
 env.PORT ??= '3000';
-if (!env.ADMIN_TOKEN) {
-  if (env.NODE_ENV === 'production') {
-    console.error('ADMIN_TOKEN is required in production');
-    process.exit(1);
-  }
-  env.ADMIN_TOKEN = `dev-${randomBytes(18).toString('base64url')}`;
-}
 
 ensureDependencies();
-await ensureServices({ databaseUrl: env.DATABASE_URL, redisUrl: env.REDIS_URL });
+// Only DATABASE_URL given: it is used for everything (a superuser is allowed in development,
+// with a warning). Neither given: migrate as the local superuser, run as the role `cs_app`.
+const split = !env.DATABASE_URL || !!env.MIGRATION_DATABASE_URL;
+const services = await ensureServices({
+  databaseUrl: env.MIGRATION_DATABASE_URL ?? env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/charge_sales',
+  redisUrl: env.REDIS_URL,
+  secrets,
+});
+env.REDIS_URL = services.redisUrl;
+if (split) {
+  env.MIGRATION_DATABASE_URL = services.databaseUrl;
+  if (!env.DATABASE_URL) {
+    const app = new URL(services.databaseUrl);
+    app.username = 'cs_app';
+    app.password = secrets.appPassword;
+    env.DATABASE_URL = app.toString();
+  }
+} else {
+  env.DATABASE_URL = services.databaseUrl;
+}
 
 const run = (script) => spawn('npm', ['run', '--silent', script], { cwd: root, env, stdio: 'inherit' });
 const migrate = run('db:migrate');
@@ -37,7 +58,7 @@ for (let i = 0; i < 300; i++) {
   await new Promise((r) => setTimeout(r, 100));
 }
 console.log(`\nCharge Sales runs on ${baseUrl}  (API reference: ${baseUrl}/docs, operator pages: ${baseUrl}/admin)`);
-console.log(`Admin token: ${env.ADMIN_TOKEN}`);
+console.log(`Admin token: ${env.ADMIN_TOKEN}  (kept in .tmp/dev-secrets.json between starts)`);
 console.log(`Try: curl -H "Authorization: Bearer ${env.ADMIN_TOKEN}" ${baseUrl}/api/sellers\n`);
 
 let stopping = false;
