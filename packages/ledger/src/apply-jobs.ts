@@ -55,9 +55,7 @@ export interface JobOutcome {
  */
 export async function applyJobs(db: Database, refs: readonly JobRef[], ledgerKey: string): Promise<JobOutcome[]> {
   if (refs.length === 0) return [];
-  const ordered = [...new Map(refs.map((r) => [r.id, r])).values()].sort((a, b) =>
-    a.id < b.id ? -1 : a.id > b.id ? 1 : 0,
-  );
+  const ordered = [...refs].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return db.$client.begin(async (tx) => {
     const decided = decide(ordered, await lockState(tx, ordered), ledgerKey);
     await writeAll(tx, decided);
@@ -83,9 +81,12 @@ type JobRow = {
   processed_by: string | null;
 };
 
+/** A locked seller: its state, and the head its hash chain ends at. */
+type LockedSeller = SellerState & { head: string };
+
 interface LockedState {
   jobs: Map<string, JobRow>;
-  sellers: Map<string, SellerState & { head: string }>;
+  sellers: Map<string, LockedSeller>;
   requests: Map<string, CreditRequestState>;
   /** Ledger ids drawn for this transaction, in order: at most one row per job. */
   ledgerIds: string[];
@@ -142,7 +143,7 @@ interface Decided {
   recorded: JobOutcome[];
   ledger: LedgerRow[];
   processed: ProcessedRequest[];
-  balances: Array<SellerState & { head: string }>;
+  balances: Array<LockedSeller>;
 }
 
 /** Decides every job of the batch in order against the running state; no I/O. */
@@ -155,7 +156,7 @@ function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: string):
   const createdAt = new Date();
 
   /** Seals a ledger row into its seller's chain and moves the seller's balance and head on. */
-  const append = (seller: SellerState & { head: string }, row: Omit<LedgerRow, 'id' | 'createdAt' | 'hmac'>) => {
+  const append = (seller: LockedSeller, row: Omit<LedgerRow, 'id' | 'createdAt' | 'hmac'>) => {
     const id = ledgerIds.next().value as string;
     const chained: ChainedRow = {
       id,
@@ -177,115 +178,104 @@ function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: string):
     return id;
   };
 
-  for (const ref of refs) {
+  const decideJob = (ref: JobRef): JobOutcome => {
     const job = state.jobs.get(ref.id);
     // A message naming no job, or a job of another partition, decides nothing: a job belongs to
     // its seller's partition, whose single consumer keeps that seller's jobs serial.
     if (!job || job.partition !== ref.partition) {
-      outcomes.push({
+      return {
         ...failure(ref.id, 'unknown_job', 'The message names no job of its partition; nothing was applied'),
         ignored: true,
-      });
-      continue;
+      };
     }
     if (isFinalJobStatus(job.status)) {
-      outcomes.push({
+      return {
         jobId: job.id,
         type: job.type,
         status: job.status,
         result: job.result ?? null,
         error: job.error ?? null,
         replayed: true,
-      });
-      continue;
+      };
     }
     const seller = state.sellers.get(job.seller_id);
-    if (!seller) {
-      outcomes.push(refused(job, { error: 'Seller not found', code: 'seller_not_found' }));
-      continue;
+    if (!seller) return refused(job, { error: 'Seller not found', code: 'seller_not_found' });
+    return job.type === 'charge_sale' ? decideSaleJob(job, seller) : decideApprovalJob(job, seller);
+  };
+
+  const decideSaleJob = (job: JobRow, seller: LockedSeller): JobOutcome => {
+    // The row's CHECK guarantees a sale's amount and phone.
+    const amount = job.amount as bigint;
+    const phone = job.phone_number as string;
+    const decision = decideSale(seller, amount);
+    if (!decision.ok) return refused(job, decision.refusal);
+    const transactionId = append(seller, {
+      jobId: job.id,
+      sellerId: seller.id,
+      type: 'charge_sale',
+      amount: -amount,
+      balanceAfter: decision.newBalance,
+      phoneNumber: phone,
+      creditRequestId: null,
+      description: `Charge of ${amount} rials to ${phone}`,
+    });
+    return succeeded(job, {
+      transaction_id: transactionId,
+      seller_id: seller.id,
+      phone_number: phone,
+      amount: amount.toString(),
+      new_balance: seller.balance.toString(),
+    });
+  };
+
+  const decideApprovalJob = (job: JobRow, seller: LockedSeller): JobOutcome => {
+    const request = state.requests.get(job.credit_request_id ?? '');
+    if (!request || request.sellerId !== seller.id) {
+      return refused(job, { error: 'Credit request not found', code: 'credit_request_not_found' });
     }
-    if (job.type === 'charge_sale') {
-      const amount = job.amount as bigint;
-      const phone = job.phone_number as string;
-      const decision = decideSale(seller, amount);
-      if (!decision.ok) {
-        outcomes.push(refused(job, decision.refusal));
-        continue;
-      }
-      const transactionId = append(seller, {
-        jobId: job.id,
-        sellerId: seller.id,
-        type: 'charge_sale',
-        amount: -amount,
-        balanceAfter: decision.newBalance,
-        phoneNumber: phone,
-        creditRequestId: null,
-        description: `Charge of ${amount} rials to ${phone}`,
-      });
-      outcomes.push({
-        jobId: job.id,
-        type: job.type,
-        status: 'succeeded',
-        result: {
-          transaction_id: transactionId,
-          seller_id: seller.id,
-          phone_number: phone,
-          amount: amount.toString(),
-          new_balance: seller.balance.toString(),
-        },
-        error: null,
-        replayed: false,
-      });
-    } else {
-      const request = state.requests.get(job.credit_request_id ?? '');
-      if (!request || request.sellerId !== seller.id) {
-        outcomes.push(refused(job, { error: 'Credit request not found', code: 'credit_request_not_found' }));
-        continue;
-      }
-      const decision = decideCreditRequest(seller, request, job.action as ApprovalAction);
-      if (!decision.ok) {
-        outcomes.push(refused(job, decision.refusal));
-        continue;
-      }
-      const processedBy = job.processed_by as string;
-      request.status = decision.status;
-      processed.push({ id: request.id, status: decision.status, processedBy });
-      let transactionId: string | undefined;
-      if (decision.status === 'approved') {
-        transactionId = append(seller, {
-          jobId: job.id,
-          sellerId: seller.id,
-          type: 'credit_increase',
-          amount: request.amount,
-          balanceAfter: decision.newBalance,
-          phoneNumber: null,
-          creditRequestId: request.id,
-          description: `Credit request ${request.id} approved by ${processedBy}`,
-        });
-      }
-      outcomes.push({
-        jobId: job.id,
-        type: job.type,
-        status: 'succeeded',
-        result: {
-          ...(transactionId ? { transaction_id: transactionId } : {}),
-          credit_request_id: request.id,
-          seller_id: seller.id,
-          amount: request.amount.toString(),
-          status: decision.status,
-          new_balance: seller.balance.toString(),
-        },
-        error: null,
-        replayed: false,
-      });
-    }
+    const decision = decideCreditRequest(seller, request, job.action as ApprovalAction);
+    if (!decision.ok) return refused(job, decision.refusal);
+    const processedBy = job.processed_by as string;
+    request.status = decision.status;
+    processed.push({ id: request.id, status: decision.status, processedBy });
+    const transactionId =
+      decision.status === 'approved'
+        ? append(seller, {
+            jobId: job.id,
+            sellerId: seller.id,
+            type: 'credit_increase',
+            amount: request.amount,
+            balanceAfter: decision.newBalance,
+            phoneNumber: null,
+            creditRequestId: request.id,
+            description: `Credit request ${request.id} approved by ${processedBy}`,
+          })
+        : undefined;
+    return succeeded(job, {
+      ...(transactionId ? { transaction_id: transactionId } : {}),
+      credit_request_id: request.id,
+      seller_id: seller.id,
+      amount: request.amount.toString(),
+      status: decision.status,
+      new_balance: seller.balance.toString(),
+    });
+  };
+  // A job named twice (two messages, a message listing it twice) is decided once: the second
+  // time it is a replay of the first, as if it came after the commit.
+  const decidedHere = new Map<string, JobOutcome>();
+  for (const ref of refs) {
+    const earlier = decidedHere.get(ref.id);
+    const outcome =
+      earlier && state.jobs.get(ref.id)?.partition === ref.partition ? { ...earlier, replayed: true } : decideJob(ref);
+    if (!outcome.ignored && !earlier) decidedHere.set(ref.id, outcome);
+    outcomes.push(outcome);
   }
   return {
     outcomes,
     recorded: outcomes.filter((o) => !o.replayed && !o.ignored),
     ledger,
     processed,
-    balances: [...touchedSellers].map((id) => state.sellers.get(id) as SellerState & { head: string }),
+    balances: [...touchedSellers].map((id) => state.sellers.get(id) as LockedSeller),
   };
 }
 
@@ -341,6 +331,10 @@ interface ProcessedRequest {
   processedBy: string;
 }
 
+function succeeded(job: JobRow, result: Record<string, unknown>): JobOutcome {
+  return { jobId: job.id, type: job.type, status: 'succeeded', result, error: null, replayed: false };
+}
+
 function refused(job: JobRow, refusal: Refusal): JobOutcome {
   return { jobId: job.id, type: job.type, status: 'rejected', result: null, error: refusal, replayed: false };
 }
@@ -350,7 +344,7 @@ function failure(jobId: string, code: string, message: string): JobOutcome {
 }
 
 /** The sellers' new balances, and the heads their chains now end at. */
-async function writeBalances(conn: Connection, changed: Array<SellerState & { head: string }>): Promise<void> {
+async function writeBalances(conn: Connection, changed: Array<LockedSeller>): Promise<void> {
   if (changed.length === 0) return;
   const rows = changed.map((s) => ({ id: s.id, balance: s.balance.toString(), head: s.head }));
   await conn`
