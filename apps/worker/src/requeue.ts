@@ -9,8 +9,10 @@ import type { Redis } from 'ioredis';
  * jobs that are unfinished in PostgreSQL but that the queue will never deliver:
  * - their message is absent from Redis (a restart without persistence, a failover): re-added
  *   under its own id, naming those of its jobs that are still unfinished;
- * - their message is in BullMQ's failed set (it gave up: too many stalls, or attempts used up by
- *   workers that handed it back while shutting down): retried.
+ * - their message is finished in BullMQ while they are not: failed (it gave up: too many stalls,
+ *   or attempts used up by workers that handed it back while shutting down), or completed
+ *   without naming them (its data was rewritten in Redis): removed, and added again from the
+ *   record.
  * Either is safe: a job that already committed is skipped by the worker.
  *
  * Returns how many jobs were put back.
@@ -45,22 +47,24 @@ export async function requeueLostJobs(
   for (const id of ids) {
     pipeline.exists(queue.toKey(id));
     pipeline.zscore(queue.toKey('failed'), id);
+    pipeline.zscore(queue.toKey('completed'), id);
   }
   const replies = (await pipeline.exec()) ?? [];
-  const lost = ids.filter((_, i) => replies[2 * i]?.[1] === 0);
-  const givenUp = ids.filter((_, i) => replies[2 * i]?.[1] === 1 && replies[2 * i + 1]?.[1] !== null);
+  const lost = ids.filter((_, i) => replies[3 * i]?.[1] === 0);
+  const finished = ids.filter(
+    (_, i) => replies[3 * i]?.[1] === 1 && (replies[3 * i + 1]?.[1] !== null || replies[3 * i + 2]?.[1] !== null),
+  );
 
-  if (lost.length > 0) {
+  // A finished message is in the way of its own id: remove it, then add it anew like a lost one.
+  for (const id of finished) await (await queue.getJob(id))?.remove();
+  const again = [...lost, ...finished];
+  if (again.length > 0) {
     await queue.addBulk(
-      lost.map((id) => {
+      again.map((id) => {
         const delivery: Delivery = { ids: messages.get(id) ?? [] };
         return { name: deliveryName, data: delivery, opts: { ...defaultJobOptions, jobId: id } };
       }),
     );
   }
-  for (const id of givenUp) {
-    const message = await queue.getJob(id);
-    await message?.retry('failed');
-  }
-  return [...lost, ...givenUp].reduce((count, id) => count + (messages.get(id)?.length ?? 0), 0);
+  return again.reduce((count, id) => count + (messages.get(id)?.length ?? 0), 0);
 }
