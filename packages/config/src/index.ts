@@ -95,6 +95,10 @@ export function loadConfig({
     if (production && needsLedgerKey)
       return fail('config: LEDGER_HMAC_KEY is required in production (32 characters or more)');
     ledgerKey = DEVELOPMENT_LEDGER_KEY;
+  } else if (production && isPlaceholderSecret(ledgerKey)) {
+    // Not refused (a key of 32 characters or more is all production requires), but a chain sealed
+    // with a documented key proves nothing: anyone can recompute it.
+    console.error('config: warning: LEDGER_HMAC_KEY is a placeholder from the documentation; generate one');
   }
   return { ...config, ADMIN_TOKEN: adminToken, LEDGER_HMAC_KEY: ledgerKey };
 }

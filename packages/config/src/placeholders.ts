@@ -1,7 +1,7 @@
 /**
  * Secrets that are written in the repository (docker-compose.yml, .env.example, the README) and
- * so are known to everyone. A production process refuses them; a test reads those files and
- * checks that every secret they show is on this list.
+ * so are known to everyone. A production process refuses such an ADMIN_TOKEN and warns of such a
+ * LEDGER_HMAC_KEY; a test reads those files and checks that every token they show is refused.
  */
 const PLACEHOLDERS = new Set([
   'replace-with-a-random-token-of-32-or-more-characters',

@@ -48,7 +48,7 @@ export async function grantApplicationRole(owner: Sql, applicationUrl: string): 
 
   const [state] = await owner<[{ super: boolean; owns: boolean; db: string }]>`
     select r.rolsuper as super, current_database() as db,
-           exists (select 1 from pg_class c where c.relowner = r.oid
+           exists (select 1 from pg_class c where pg_has_role(r.oid, c.relowner, 'MEMBER')
                      and c.relnamespace = 'public'::regnamespace) as owns
     from pg_roles r where r.rolname = ${role}`;
   if (state?.super) throw new Error(`role ${role} of DATABASE_URL is a superuser; use a role of its own`);
@@ -87,11 +87,12 @@ async function createRoleIfMissing(owner: Sql, role: string, password: string): 
 /**
  * What a running process checks about its own connection: a superuser, or the owner of the
  * tables, can undo every guarantee the privileges give (disable the ledger's trigger, drop it).
+ * A member of the owning role counts as its owner: PostgreSQL lets it do all the owner can.
  */
 export async function describeOverprivilegedRole(sql: Sql): Promise<string | null> {
   const [row] = await sql<[{ role: string; super: boolean; owns: boolean }]>`
     select r.rolname as role, r.rolsuper as super,
-           exists (select 1 from pg_class c where c.relowner = r.oid
+           exists (select 1 from pg_class c where pg_has_role(r.oid, c.relowner, 'MEMBER')
                      and c.relnamespace = 'public'::regnamespace) as owns
     from pg_roles r where r.rolname = current_user`;
   if (!row) return null;
