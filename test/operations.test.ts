@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { migrateDatabase } from '@cs/db';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { testSql } from './support/db.ts';
+import { isolatedDatabase, testSql } from './support/db.ts';
 import { balanceOf, createSeller, fundSeller, waitForJob } from './support/factories.ts';
 import { Client } from './support/http.ts';
 import { ADMIN_TOKEN, System } from './support/system.ts';
@@ -45,12 +45,19 @@ async function readEvents(url: string, token: string, timeoutMs = 30_000): Promi
 describe('operations: pushed results, metrics, OpenAPI, health, reconcile', () => {
   let system: System;
   let client: Client;
+  let database: Awaited<ReturnType<typeof isolatedDatabase>>;
 
   beforeAll(async () => {
-    system = await System.start({ workers: 1 });
+    // A database of its own: the checks here cover every seller, and other files leave
+    // deliberately inconsistent ledgers in the shared one.
+    database = await isolatedDatabase('operations');
+    system = await System.start({ workers: 1, databaseUrl: database.applicationUrl });
     client = new Client(system.baseUrl);
   });
-  afterAll(() => system?.stop());
+  afterAll(async () => {
+    await system?.stop();
+    await database?.drop();
+  });
 
   it('streams a job from queued to its final state, and closes after it', async () => {
     const seller = await createSeller(client);

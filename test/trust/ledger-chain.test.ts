@@ -2,11 +2,11 @@ import { randomInt } from 'node:crypto';
 import { type ChainedRow, sealRow } from '@cs/ledger';
 import type postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { testSql } from '../support/db.ts';
+import { isolatedDatabase, testSql } from '../support/db.ts';
 import { createSeller, fundSeller, type TestSeller } from '../support/factories.ts';
 import { Client } from '../support/http.ts';
 import { LEDGER_HMAC_KEY, System } from '../support/system.ts';
-import { isolatedDatabase, reconcileOf, runReconcileScript } from './support.ts';
+import { reconcileOf, runReconcileScript } from './support.ts';
 
 /** A ledger row as the owner reads it, with created_at at PostgreSQL's precision, as the chain covers it. */
 interface LedgerRow {

@@ -5,11 +5,11 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import type postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { testSql } from '../support/db.ts';
+import { isolatedDatabase, testSql } from '../support/db.ts';
 import { balanceOf, createSeller, fundSeller, type TestSeller, waitForJob } from '../support/factories.ts';
 import { Client } from '../support/http.ts';
 import { ADMIN_TOKEN, System } from '../support/system.ts';
-import { isolatedDatabase, reconcileOf } from './support.ts';
+import { reconcileOf } from './support.ts';
 
 /** The systems tests start run the default partition count. */
 const PARTITIONS = 16;
