@@ -1,3 +1,4 @@
+import { creditRequestStatuses, jobStatuses, jobTypes, transactionTypes } from '@cs/db';
 import { MAX_AMOUNT, normalisePhone, parseAmount } from '@cs/ledger';
 import { z } from '@hono/zod-openapi';
 import { ApiError } from './errors.ts';
@@ -76,7 +77,7 @@ export const creditRequestSchema = z
     id: z.string(),
     seller: z.string(),
     amount: z.string(),
-    status: z.enum(['pending', 'approved', 'rejected']),
+    status: z.enum(creditRequestStatuses),
     requested_at: z.string(),
     processed_at: z.string().nullable(),
     processed_by: z.string().nullable(),
@@ -87,7 +88,7 @@ export const transactionSchema = z
   .object({
     id: z.string(),
     seller_id: z.string(),
-    type: z.enum(['charge_sale', 'credit_increase']),
+    type: z.enum(transactionTypes),
     amount: z.string(),
     balance_after: z.string(),
     credit_request_id: z.string().nullable(),
@@ -104,9 +105,9 @@ export const phoneNumberSchema = z
 export const jobSchema = z
   .object({
     job_id: z.string(),
-    type: z.enum(['charge_sale', 'credit_approval']),
+    type: z.enum(jobTypes),
     seller_id: z.string(),
-    status: z.enum(['queued', 'processing', 'succeeded', 'rejected', 'failed']),
+    status: z.enum(jobStatuses),
     submitted_at: z.string(),
     finished_at: z.string().nullable(),
     result: z.record(z.string(), z.unknown()).nullable(),
@@ -118,7 +119,7 @@ export const jobAcceptedSchema = z
   .object({
     job_id: z.string(),
     status: z
-      .enum(['queued', 'processing', 'succeeded', 'rejected', 'failed'])
+      .enum(jobStatuses)
       .openapi({ description: '`queued` for a new job; an idempotent replay shows the job as it is now' }),
     status_url: z.string(),
   })

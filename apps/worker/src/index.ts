@@ -6,7 +6,6 @@ import { Batcher, createRedis } from '@cs/queue';
 import { PartitionConsumer } from './partition-consumer.ts';
 import { PartitionManager } from './partition-manager.ts';
 import { processBatch } from './process-batch.ts';
-import { requeueLostJobs } from './requeue.ts';
 
 const config = loadConfig({ needsAdminToken: false });
 const logger = createLogger('worker', config.LOG_LEVEL);
@@ -29,7 +28,6 @@ await requireLeastPrivilege(db.$client, {
 const redis = createRedis(config.REDIS_URL);
 redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
 const shutdown = new AbortController();
-const consumers = new Map<number, PartitionConsumer>();
 
 // The batches of all the partitions this process consumes share transactions: a partition hands
 // over what it holds and waits for its outcome, and the batches that arrive while a transaction
@@ -37,8 +35,8 @@ const consumers = new Map<number, PartitionConsumer>();
 // holds only a job or two at a time; gathered, they still make one commit for many jobs. A
 // partition never has two batches in flight, and sellers never span partitions, so a seller's
 // jobs stay serial and in order. One transaction at a time per process: with sales spread over
-// 1,000 sellers, two at once only split the batches (3.2 jobs per commit instead of 5.9), which
-// cost a fifth more CPU per sale and doubled the p99 at half the peak rate (`npm run bench`).
+// many sellers, two at once only split the batches into smaller commits, at more CPU per sale and
+// a longer tail latency (BENCHMARKS.md).
 const committer = new Batcher<readonly JobRef[], Map<string, JobOutcome>>(
   async (groups) => {
     const outcomes = await processBatch(
@@ -56,9 +54,10 @@ const manager = new PartitionManager({
   partitions: config.PARTITIONS,
   leaseMs: config.PARTITION_LEASE_MS,
   logger,
-  createConsumer: (partition) => {
-    const consumer = new PartitionConsumer({
+  createConsumer: (partition) =>
+    new PartitionConsumer({
       partition,
+      db,
       prefix: config.REDIS_PREFIX,
       redis,
       logger,
@@ -66,31 +65,10 @@ const manager = new PartitionManager({
       lockDurationMs: config.JOB_LOCK_MS,
       stalledIntervalMs: config.STALLED_INTERVAL_MS,
       processBatch: (jobs) => committer.submit(jobs),
-    });
-    consumers.set(partition, consumer);
-    return {
-      start: () => consumer.start(),
-      stop: async () => {
-        consumers.delete(partition);
-        await consumer.stop();
-      },
-    };
-  },
+    }),
 });
 manager.start();
 logger.info({ id: manager.id, partitions: config.PARTITIONS }, 'worker started');
-
-// Jobs Redis lost are put back from PostgreSQL, partition by partition, by the partition's owner.
-const requeueTimer = setInterval(async () => {
-  for (const [partition, consumer] of consumers) {
-    try {
-      const count = await requeueLostJobs(db, redis, consumer.bullQueue, partition);
-      if (count > 0) logger.warn({ partition, count }, 'requeued jobs missing from Redis or given up by BullMQ');
-    } catch (err) {
-      logger.debug({ err, partition }, 'requeue check failed');
-    }
-  }
-}, 5000);
 
 const health =
   config.WORKER_HEALTH_PORT === undefined
@@ -110,7 +88,6 @@ async function stop(signal: string) {
     shutdown.abort();
     process.exit(1);
   }, config.SHUTDOWN_TIMEOUT_MS);
-  clearInterval(requeueTimer);
   health?.close();
   await manager.stop();
   await redis.quit().catch(() => {});

@@ -1,12 +1,18 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { Database } from '@cs/db';
 import type { JobOutcome, JobRef } from '@cs/ledger';
-import { defaultJobOptions, type JobEvent, jobEventsChannel, jobIdsOf, partitionQueueName } from '@cs/queue';
-import { type Job, Queue, Worker } from 'bullmq';
+import { type JobEvent, jobEventsChannel, jobIdsOf, openPartitionQueue, partitionQueueName } from '@cs/queue';
+import { type Job, type Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { requeueLostJobs } from './requeue.ts';
+
+/** How often the consumer looks for jobs its queue will never deliver (see requeue.ts). */
+const REQUEUE_EVERY_MS = 5000;
 
 export interface ConsumerOptions {
   partition: number;
+  db: Database;
   prefix: string;
   redis: Redis;
   logger: Logger;
@@ -37,11 +43,13 @@ export class PartitionConsumer {
   private held: Held[] = [];
   private draining = false;
   private stopped = false;
+  private requeueTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: ConsumerOptions) {
     const name = partitionQueueName(options.partition);
-    this.queue = new Queue(name, { connection: options.redis, prefix: options.prefix, defaultJobOptions });
-    this.queue.on('error', (err) => options.logger.warn({ err, partition: options.partition }, 'queue error'));
+    this.queue = openPartitionQueue(options.redis, options.prefix, options.partition, (err) =>
+      options.logger.warn({ err, partition: options.partition }, 'queue error'),
+    );
     this.worker = new Worker(name, (message) => this.hold(message), {
       connection: options.redis,
       prefix: options.prefix,
@@ -71,18 +79,26 @@ export class PartitionConsumer {
     void this.worker.run().catch((err: unknown) => {
       this.options.logger.error({ err, partition: this.options.partition }, 'worker stopped');
     });
+    this.requeueTimer = setInterval(() => void this.requeue(), REQUEUE_EVERY_MS);
+  }
+
+  /** Puts back jobs that PostgreSQL has open and this partition's queue will never deliver. */
+  private async requeue(): Promise<void> {
+    const { db, partition, logger } = this.options;
+    try {
+      const count = await requeueLostJobs(db, this.queue, partition);
+      if (count > 0) logger.warn({ partition, count }, 'requeued jobs the queue would never deliver');
+    } catch (err) {
+      logger.debug({ err, partition }, 'requeue check failed');
+    }
   }
 
   /** Stops taking jobs, finishes the batch in hand, closes. */
   async stop(): Promise<void> {
     this.stopped = true;
+    clearInterval(this.requeueTimer);
     await this.worker.close();
     await this.queue.close();
-  }
-
-  /** Jobs that are queued in Redis, for the requeue check and metrics. */
-  get bullQueue(): Queue {
-    return this.queue;
   }
 
   /**
@@ -104,7 +120,7 @@ export class PartitionConsumer {
   private async drain(): Promise<void> {
     try {
       while (this.held.length > 0) {
-        const batch = this.takeBatch();
+        const batch = takeBatch(this.held, this.options.batchSize);
         const jobs = batch.flatMap((h) => h.jobs);
         // Not awaited: one connection keeps the events in order, and the batch need not wait.
         void this.publish(jobs.map((j) => ({ job_id: j.id, status: 'processing' })));
@@ -137,20 +153,6 @@ export class PartitionConsumer {
     }
   }
 
-  /** The oldest held messages, up to about `batchSize` jobs (always at least one message). */
-  private takeBatch(): Held[] {
-    let count = 0;
-    let taken = 0;
-    while (
-      taken < this.held.length &&
-      (taken === 0 || count + (this.held[taken]?.jobs.length ?? 0) <= this.options.batchSize)
-    ) {
-      count += this.held[taken]?.jobs.length ?? 0;
-      taken++;
-    }
-    return this.held.splice(0, taken);
-  }
-
   /** The jobs a message names, as jobs of this partition; a message naming none is logged and left. */
   private unpack(message: Job): JobRef[] {
     const ids = jobIdsOf(message.data);
@@ -166,4 +168,18 @@ export class PartitionConsumer {
       this.options.logger.warn({ err }, 'could not publish job events');
     }
   }
+}
+
+/**
+ * Takes the oldest held messages off `held`, up to about `batchSize` jobs: always at least one
+ * message, so a message carrying more than `batchSize` jobs still goes, alone.
+ */
+export function takeBatch<T extends { jobs: readonly unknown[] }>(held: T[], batchSize: number): T[] {
+  let count = 0;
+  let taken = 0;
+  while (taken < held.length && (taken === 0 || count + (held[taken]?.jobs.length ?? 0) <= batchSize)) {
+    count += held[taken]?.jobs.length ?? 0;
+    taken++;
+  }
+  return held.splice(0, taken);
 }

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Database, isRetryableDatabaseError } from '@cs/db';
-import { applyJobs, type JobOutcome, type JobRef, recordFailure } from '@cs/ledger';
+import { type Database, failOpenJobs, isRetryableDatabaseError } from '@cs/db';
+import { applyJobs, type JobOutcome, type JobRef } from '@cs/ledger';
 import type { Logger } from 'pino';
 
 export interface BatchDeps {
@@ -37,7 +37,7 @@ export async function processBatch(deps: BatchDeps, refs: readonly JobRef[]): Pr
       } catch (jobError) {
         if (deps.signal.aborted) throw jobError;
         deps.logger.error({ err: jobError, jobId: ref.id }, 'job failed; recorded as failed, nothing applied');
-        await withRetry(deps, () => recordFailure(deps.db, ref.id, 'internal_error', 'The job could not be applied'));
+        await withRetry(deps, () => failOpenJobs(deps.db, [ref.id], 'internal_error', 'The job could not be applied'));
         outcomes.set(ref.id, {
           jobId: ref.id,
           status: 'failed',

@@ -4,7 +4,8 @@ import { isPlaceholderSecret } from './placeholders.ts';
 
 /**
  * The whole configuration of every process, read from the environment once and validated here.
- * Nothing else in the code base reads `process.env`.
+ * No other code of the API or the workers reads `process.env` (the scripts, the bench and the
+ * tests only set it for the processes they start).
  */
 const schema = z.object({
   NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),

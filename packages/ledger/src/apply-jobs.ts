@@ -66,7 +66,8 @@ export async function applyJobs(db: Database, refs: readonly JobRef[], ledgerKey
 /** The transaction's connection; money columns come back as bigint (see `createDb`). */
 type Connection = TransactionSql<{ bigint: bigint }>;
 
-type JobRow = {
+/** A locked job row, as `decide` reads it. */
+export type JobRow = {
   id: string;
   type: JobType;
   seller_id: string;
@@ -82,9 +83,9 @@ type JobRow = {
 };
 
 /** A locked seller: its state, and the head its hash chain ends at. */
-type LockedSeller = SellerState & { head: string };
+export type LockedSeller = SellerState & { head: string };
 
-interface LockedState {
+export interface LockedState {
   jobs: Map<string, JobRow>;
   sellers: Map<string, LockedSeller>;
   requests: Map<string, CreditRequestState>;
@@ -137,7 +138,7 @@ async function lockState(conn: Connection, refs: readonly JobRef[]): Promise<Loc
   };
 }
 
-interface Decided {
+export interface Decided {
   outcomes: JobOutcome[];
   /** The outcomes to record on the jobs' rows: not replays, and not jobs left alone. */
   recorded: JobOutcome[];
@@ -146,8 +147,11 @@ interface Decided {
   balances: Array<LockedSeller>;
 }
 
-/** Decides every job of the batch in order against the running state; no I/O. */
-function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: string): Decided {
+/**
+ * Decides every job of the batch in order against the running state; no I/O (exported for the
+ * unit tests: it is where a batch's money rules meet).
+ */
+export function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: string): Decided {
   const outcomes: JobOutcome[] = [];
   const ledger: LedgerRow[] = [];
   const processed: ProcessedRequest[] = [];
@@ -287,23 +291,6 @@ async function writeAll(conn: Connection, decided: Decided): Promise<void> {
     writePhoneTotals(conn, decided.ledger),
     writeProcessedRequests(conn, decided.processed),
   ]);
-}
-
-/**
- * Records that jobs could not be carried out at all (nothing was applied), except those that
- * already reached a final state: a late failure must never overwrite a success.
- */
-export async function recordFailure(
-  db: Database,
-  jobIds: string | string[],
-  code: string,
-  message: string,
-): Promise<void> {
-  const ids = uuidArray(Array.isArray(jobIds) ? jobIds : [jobIds]);
-  if (ids === '{}') return;
-  await db.$client`
-    update jobs set status = 'failed', error = ${JSON.stringify({ error: message, code })}::jsonb, finished_at = now()
-    where id = any(${ids}::uuid[]) and status in ('queued', 'processing')`;
 }
 
 /** A PostgreSQL array literal of distinct uuids, as one parameter: the statement text never changes. */

@@ -1,4 +1,5 @@
 export * from './batcher.ts';
 export * from './contract.ts';
+export * from './partition-queue.ts';
 export * from './partitions.ts';
 export * from './redis.ts';

@@ -1,3 +1,4 @@
+import { isFinalJobStatus } from '@cs/db';
 import { type JobEvent, jobEventsChannel } from '@cs/queue';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -59,7 +60,7 @@ export class JobEvents {
     const done = new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => finish(false), ms);
       const unsubscribe = this.subscribe(jobId, (event) => {
-        if (event.status !== 'queued' && event.status !== 'processing') finish(true);
+        if (isFinalJobStatus(event.status)) finish(true);
       });
       function finish(final: boolean) {
         clearTimeout(timer);

@@ -1,5 +1,5 @@
-import { type Delivery, defaultJobOptions, deliveryName, partitionOf, partitionQueueName } from '@cs/queue';
-import { Queue } from 'bullmq';
+import { deliver, openPartitionQueue, partitionOf } from '@cs/queue';
+import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 
@@ -21,12 +21,9 @@ export class JobQueues {
   queue(partition: number): Queue {
     let queue = this.queues.get(partition);
     if (!queue) {
-      queue = new Queue(partitionQueueName(partition), {
-        connection: this.redis,
-        prefix: this.prefix,
-        defaultJobOptions,
-      });
-      queue.on('error', (err) => this.logger.warn({ err: err.message, partition }, 'queue error'));
+      queue = openPartitionQueue(this.redis, this.prefix, partition, (err) =>
+        this.logger.warn({ err: err.message, partition }, 'queue error'),
+      );
       this.queues.set(partition, queue);
     }
     return queue;
@@ -37,8 +34,7 @@ export class JobQueues {
    * given id (adding it twice leaves one message).
    */
   async deliver(partition: number, queueJobId: string, jobIds: string[]): Promise<void> {
-    const delivery: Delivery = { ids: jobIds };
-    await this.queue(partition).add(deliveryName, delivery, { ...defaultJobOptions, jobId: queueJobId });
+    await deliver(this.queue(partition), [{ id: queueJobId, jobIds }]);
   }
 
   /** BullMQ's view of a job still unfinished in PostgreSQL: is a worker holding its message right now? */

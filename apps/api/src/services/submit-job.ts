@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
-import { type ApprovalAction, type Database, jobs } from '@cs/db';
-import { recordFailure } from '@cs/ledger';
+import { type ApprovalAction, type Database, failOpenJobs, jobs } from '@cs/db';
 import { Batcher } from '@cs/queue';
 import { and, eq, or } from 'drizzle-orm';
 import type { Logger } from 'pino';
@@ -191,7 +190,7 @@ export class JobSubmitter {
     );
     if (failed.size > 0) {
       // Not queued, so not accepted: close the records so no worker or requeue ever applies them.
-      await recordFailure(this.db, [...failed], 'queue_unavailable', 'The job could not be queued').catch(
+      await failOpenJobs(this.db, [...failed], 'queue_unavailable', 'The job could not be queued').catch(
         (err: unknown) => this.logger.error({ err }, 'could not close unqueued jobs'),
       );
     }

@@ -1,9 +1,7 @@
 import { sql } from 'drizzle-orm';
 import { bigint, check, index, pgTable, text, timestamp, uuid } from 'drizzle-orm/pg-core';
 import { sellers } from './sellers.ts';
-
-export const creditRequestStatuses = ['pending', 'approved', 'rejected'] as const;
-export type CreditRequestStatus = (typeof creditRequestStatuses)[number];
+import { creditRequestStatuses, sqlList } from './vocabulary.ts';
 
 export const creditRequests = pgTable(
   'credit_requests',
@@ -20,7 +18,7 @@ export const creditRequests = pgTable(
   },
   (t) => [
     check('credit_requests_amount_positive', sql`${t.amount} > 0`),
-    check('credit_requests_status_valid', sql`${t.status} in ('pending', 'approved', 'rejected')`),
+    check('credit_requests_status_valid', sql`${t.status} in (${sqlList(creditRequestStatuses)})`),
     // A processed request says when and by whom; a pending one says neither.
     check(
       'credit_requests_processed_iff_final',

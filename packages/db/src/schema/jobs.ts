@@ -13,17 +13,15 @@ import {
 } from 'drizzle-orm/pg-core';
 import { creditRequests } from './credit-requests.ts';
 import { sellers } from './sellers.ts';
-
-export const jobTypes = ['charge_sale', 'credit_approval'] as const;
-export type JobType = (typeof jobTypes)[number];
-export const jobStatuses = ['queued', 'processing', 'succeeded', 'rejected', 'failed'] as const;
-export type JobStatus = (typeof jobStatuses)[number];
-/** A job in one of these has taken its one effect (or none, for good): nothing more happens to it. */
-export const approvalActions = ['approve', 'reject'] as const;
-export type ApprovalAction = (typeof approvalActions)[number];
-export type FinalJobStatus = 'succeeded' | 'rejected' | 'failed';
-export const isFinalJobStatus = (status: string): status is FinalJobStatus =>
-  status === 'succeeded' || status === 'rejected' || status === 'failed';
+import {
+  approvalActions,
+  finalJobStatuses,
+  jobStatuses,
+  jobTypes,
+  normalisedPhonePattern,
+  openJobStatuses,
+  sqlList,
+} from './vocabulary.ts';
 
 /**
  * Every accepted request is a row here before the client hears 202: it is the durable record the
@@ -66,21 +64,21 @@ export const jobs = pgTable(
     finishedAt: timestamp('finished_at', { withTimezone: true }),
   },
   (t) => [
-    check('jobs_type_valid', sql`${t.type} in ('charge_sale', 'credit_approval')`),
-    check('jobs_status_valid', sql`${t.status} in ('queued', 'processing', 'succeeded', 'rejected', 'failed')`),
+    check('jobs_type_valid', sql`${t.type} in (${sqlList(jobTypes)})`),
+    check('jobs_status_valid', sql`${t.status} in (${sqlList(jobStatuses)})`),
     check(
       'jobs_finished_iff_final',
-      sql`(${t.status} in ('succeeded', 'rejected', 'failed')) = (${t.finishedAt} is not null)`,
+      sql`(${t.status} in (${sqlList(finalJobStatuses)})) = (${t.finishedAt} is not null)`,
     ),
     // Each type carries its own facts and no others, so a row can only ever mean one thing. Every
     // fact is tested for null first: a check whose expression is null passes.
     check(
       'jobs_facts_of_type',
       sql`(${t.type} = 'charge_sale' and ${t.amount} is not null and ${t.amount} > 0
-            and ${t.phoneNumber} is not null and ${t.phoneNumber} ~ '^09[0-9]{9}$'
+            and ${t.phoneNumber} is not null and ${t.phoneNumber} ~ '${sql.raw(normalisedPhonePattern)}'
             and ${t.creditRequestId} is null and ${t.action} is null and ${t.processedBy} is null)
        or (${t.type} = 'credit_approval' and ${t.amount} is null and ${t.phoneNumber} is null
-            and ${t.creditRequestId} is not null and ${t.action} is not null and ${t.action} in ('approve', 'reject')
+            and ${t.creditRequestId} is not null and ${t.action} is not null and ${t.action} in (${sqlList(approvalActions)})
             and ${t.processedBy} is not null and length(${t.processedBy}) > 0)`,
     ),
     check('jobs_idempotency_key_length', sql`length(${t.idempotencyKey}) between 1 and 255`),
@@ -90,6 +88,8 @@ export const jobs = pgTable(
     uniqueIndex('jobs_seller_idempotency_key_unique')
       .on(t.sellerId, t.idempotencyKey)
       .where(sql`${t.idempotencyKey} is not null`),
-    index('jobs_unfinished_idx').on(t.partition, t.submittedAt).where(sql`${t.status} in ('queued', 'processing')`),
+    index('jobs_unfinished_idx')
+      .on(t.partition, t.submittedAt)
+      .where(sql`${t.status} in (${sqlList(openJobStatuses)})`),
   ],
 );

@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { bigint, check, pgTable, text, timestamp } from 'drizzle-orm/pg-core';
+import { normalisedPhonePattern } from './vocabulary.ts';
 
 export const phoneNumbers = pgTable(
   'phone_numbers',
@@ -12,7 +13,7 @@ export const phoneNumbers = pgTable(
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [
-    check('phone_numbers_normalised', sql`${t.number} ~ '^09[0-9]{9}$'`),
+    check('phone_numbers_normalised', sql`${t.number} ~ '${sql.raw(normalisedPhonePattern)}'`),
     check('phone_numbers_totals_non_negative', sql`${t.totalCharged} >= 0 and ${t.chargeCount} >= 0`),
   ],
 );

@@ -3,9 +3,7 @@ import { bigint, check, index, pgTable, text, timestamp, uniqueIndex, uuid } fro
 import { creditRequests } from './credit-requests.ts';
 import { jobs } from './jobs.ts';
 import { sellers } from './sellers.ts';
-
-export const transactionTypes = ['charge_sale', 'credit_increase'] as const;
-export type TransactionType = (typeof transactionTypes)[number];
+import { sqlList, transactionTypes } from './vocabulary.ts';
 
 /**
  * The ledger. Append-only (a trigger refuses UPDATE, DELETE and TRUNCATE); a seller's balance is
@@ -40,7 +38,7 @@ export const transactions = pgTable(
     hmac: text('hmac'),
   },
   (t) => [
-    check('transactions_type_valid', sql`${t.type} in ('charge_sale', 'credit_increase')`),
+    check('transactions_type_valid', sql`${t.type} in (${sqlList(transactionTypes)})`),
     check(
       'transactions_amount_sign',
       sql`(${t.type} = 'charge_sale' and ${t.amount} < 0 and ${t.phoneNumber} is not null and ${t.creditRequestId} is null)

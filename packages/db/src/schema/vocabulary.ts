@@ -1,0 +1,36 @@
+import { type SQL, sql } from 'drizzle-orm';
+
+/**
+ * The closed lists the tables, the money rules and the API share, each written once: the SQL
+ * CHECKs, the TypeScript types, the API's zod enums and `isFinalJobStatus` all come from here.
+ */
+
+export const jobTypes = ['charge_sale', 'credit_approval'] as const;
+export type JobType = (typeof jobTypes)[number];
+
+/** A job in one of these may still take its effect. */
+export const openJobStatuses = ['queued', 'processing'] as const;
+/** A job in one of these has taken its one effect (or none, for good): nothing more happens to it. */
+export const finalJobStatuses = ['succeeded', 'rejected', 'failed'] as const;
+export const jobStatuses = [...openJobStatuses, ...finalJobStatuses] as const;
+export type JobStatus = (typeof jobStatuses)[number];
+export type FinalJobStatus = (typeof finalJobStatuses)[number];
+export const isFinalJobStatus = (status: string): status is FinalJobStatus =>
+  (finalJobStatuses as readonly string[]).includes(status);
+
+export const approvalActions = ['approve', 'reject'] as const;
+export type ApprovalAction = (typeof approvalActions)[number];
+
+export const creditRequestStatuses = ['pending', 'approved', 'rejected'] as const;
+export type CreditRequestStatus = (typeof creditRequestStatuses)[number];
+
+export const transactionTypes = ['charge_sale', 'credit_increase'] as const;
+export type TransactionType = (typeof transactionTypes)[number];
+
+/** A phone number as stored: an Iranian mobile, `09` and nine more digits. */
+export const normalisedPhonePattern = '^09[0-9]{9}$';
+
+/** A list as the right-hand side of a SQL `in (...)`: the text of the CHECKs stays as it was written. */
+export function sqlList(values: readonly string[]): SQL {
+  return sql.raw(values.map((v) => `'${v.replaceAll("'", "''")}'`).join(', '));
+}
