@@ -1,4 +1,5 @@
 import { isRetryableDatabaseError } from '@cs/db';
+import type { RefusalOf } from '@cs/ledger';
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
@@ -44,6 +45,12 @@ export class ApiError extends Error {
 }
 
 export const notFound = (what: string) => new ApiError('not_found', `${what} not found`);
+
+/** A refusal the API can give at once, in the same words and code the worker would record. */
+export function refused(refusal: RefusalOf<'seller_inactive' | 'already_processed'>): ApiError {
+  const { error, code, ...details } = refusal;
+  return new ApiError(code, error, details);
+}
 export const forbidden = (message = 'You may not do this') => new ApiError('forbidden', message);
 
 /**

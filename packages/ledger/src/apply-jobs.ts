@@ -1,13 +1,8 @@
-import { type ApprovalAction, type Database, isFinalJobStatus, type JobType } from '@cs/db';
+import { type ApprovalAction, type Database, isFinalJobStatus, type JobFailureCode, type JobType } from '@cs/db';
 import type { TransactionSql } from 'postgres';
 import { CHAIN_START, type ChainedRow, sealRow } from './chain.ts';
-import {
-  type CreditRequestState,
-  decideCreditRequest,
-  decideSale,
-  type Refusal,
-  type SellerState,
-} from './decisions.ts';
+import { type CreditRequestState, decideCreditRequest, decideSale, type SellerState } from './decisions.ts';
+import { type Refusal, refuse } from './refusals.ts';
 
 /**
  * What a queue message names: a job, and the partition whose queue carried it. Nothing else a
@@ -19,13 +14,15 @@ export interface JobRef {
 }
 
 export type FinalStatus = 'succeeded' | 'rejected' | 'failed';
+/** Why a job did not succeed: a business refusal, or a failure (nothing applied, ever). */
+export type JobError = Refusal | { error: string; code: JobFailureCode };
 export interface JobOutcome {
   jobId: string;
   /** The job's type as its row records it; absent when no row was found. */
   type?: JobType;
   status: FinalStatus;
   result: Record<string, unknown> | null;
-  error: Refusal | null;
+  error: JobError | null;
   /** True when the job had already taken effect earlier (a redelivery): nothing was written now. */
   replayed: boolean;
   /**
@@ -74,7 +71,7 @@ export type JobRow = {
   partition: number;
   status: string;
   result: Record<string, unknown> | null;
-  error: Refusal | null;
+  error: JobError | null;
   amount: bigint | null;
   phone_number: string | null;
   credit_request_id: string | null;
@@ -203,7 +200,7 @@ export function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: s
       };
     }
     const seller = state.sellers.get(job.seller_id);
-    if (!seller) return refused(job, { error: 'Seller not found', code: 'seller_not_found' });
+    if (!seller) return refused(job, refuse.sellerNotFound());
     return job.type === 'charge_sale' ? decideSaleJob(job, seller) : decideApprovalJob(job, seller);
   };
 
@@ -235,7 +232,7 @@ export function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: s
   const decideApprovalJob = (job: JobRow, seller: LockedSeller): JobOutcome => {
     const request = state.requests.get(job.credit_request_id ?? '');
     if (!request || request.sellerId !== seller.id) {
-      return refused(job, { error: 'Credit request not found', code: 'credit_request_not_found' });
+      return refused(job, refuse.creditRequestNotFound());
     }
     const decision = decideCreditRequest(seller, request, job.action as ApprovalAction);
     if (!decision.ok) return refused(job, decision.refusal);
@@ -326,7 +323,7 @@ function refused(job: JobRow, refusal: Refusal): JobOutcome {
   return { jobId: job.id, type: job.type, status: 'rejected', result: null, error: refusal, replayed: false };
 }
 
-function failure(jobId: string, code: string, message: string): JobOutcome {
+function failure(jobId: string, code: JobFailureCode, message: string): JobOutcome {
   return { jobId, status: 'failed', result: null, error: { error: message, code }, replayed: false };
 }
 

@@ -3,6 +3,8 @@
  * caller writes. Keeping them free of I/O lets a batch of jobs be decided one after another
  * against the running balance, exactly as if each had its own transaction.
  */
+import type { CreditRequestStatus } from '@cs/db';
+import { type Refusal, refuse } from './refusals.ts';
 
 export interface SellerState {
   id: string;
@@ -14,34 +16,14 @@ export interface CreditRequestState {
   id: string;
   sellerId: string;
   amount: bigint;
-  status: 'pending' | 'approved' | 'rejected';
-}
-
-/** A business refusal: final, reported to the client, never retried. */
-export interface Refusal {
-  error: string;
-  code: string;
-  [detail: string]: string;
+  status: CreditRequestStatus;
 }
 
 export type SaleDecision = { ok: true; newBalance: bigint } | { ok: false; refusal: Refusal };
 
 export function decideSale(seller: SellerState, amount: bigint): SaleDecision {
-  if (!seller.isActive) {
-    return { ok: false, refusal: { error: 'Seller is inactive', code: 'seller_inactive' } };
-  }
-  if (seller.balance < amount) {
-    return {
-      ok: false,
-      refusal: {
-        error: 'Insufficient balance',
-        code: 'insufficient_balance',
-        available_balance: seller.balance.toString(),
-        required_amount: amount.toString(),
-        shortage: (amount - seller.balance).toString(),
-      },
-    };
-  }
+  if (!seller.isActive) return { ok: false, refusal: refuse.sellerInactive() };
+  if (seller.balance < amount) return { ok: false, refusal: refuse.insufficientBalance(seller.balance, amount) };
   return { ok: true, newBalance: seller.balance - amount };
 }
 
@@ -55,16 +37,7 @@ export function decideCreditRequest(
   request: CreditRequestState,
   action: 'approve' | 'reject',
 ): ApprovalDecision {
-  if (request.status !== 'pending') {
-    return {
-      ok: false,
-      refusal: {
-        error: `Credit request is already ${request.status}`,
-        code: 'already_processed',
-        status: request.status,
-      },
-    };
-  }
+  if (request.status !== 'pending') return { ok: false, refusal: refuse.alreadyProcessed(request.status) };
   if (action === 'reject') return { ok: true, status: 'rejected' };
   return { ok: true, status: 'approved', newBalance: seller.balance + request.amount };
 }

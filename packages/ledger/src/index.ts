@@ -4,3 +4,4 @@ export * from './decisions.ts';
 export * from './money.ts';
 export * from './phone.ts';
 export * from './reconcile.ts';
+export * from './refusals.ts';

@@ -1,8 +1,9 @@
 import { sellers } from '@cs/db';
+import { refuse } from '@cs/ledger';
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { eq } from 'drizzle-orm';
 import type { AppEnv } from '../context.ts';
-import { ApiError, notFound } from '../errors.ts';
+import { notFound, refused } from '../errors.ts';
 import { requireSellerAccess } from '../middleware/auth.ts';
 import {
   amountSchema,
@@ -59,7 +60,7 @@ export function registerChargeSaleRoutes(app: OpenAPIHono<AppEnv>) {
             .limit(1);
     if (!seller) throw notFound('Seller');
     requireSellerAccess(c.var.caller, seller.id);
-    if (!seller.isActive) throw new ApiError('seller_inactive', 'Seller is inactive');
+    if (!seller.isActive) throw refused(refuse.sellerInactive());
 
     const request = { seller_id: seller.id, phone_number: body.phone_number, amount: body.amount.toString() };
     const { job } = await submitJob(c.var.deps, {
