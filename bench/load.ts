@@ -1,7 +1,7 @@
 /**
  * The load generator: a process of its own, so that the CPU it burns is not charged to the
- * processes it measures, and nothing it does shares their event loops. `run.ts` forks it with an
- * IPC channel, sends one `LoadPlan`, gets a `tick` a second and one `done` with the result.
+ * processes it measures, and nothing it does shares their event loops. `load-process.ts` forks it
+ * with an IPC channel, sends one `LoadPlan`, gets a `tick` a second and one `done` with the result.
  *
  * Each request is built on the fly (autocannon `setupRequest`): a seller drawn uniformly from the
  * plan's sellers, its own api key, a phone number from a pool, an amount from a small set, and an

@@ -187,3 +187,18 @@ export function parseCommandStats(info: string): Map<string, { calls: number; us
   }
   return stats;
 }
+
+/** Redis commands run between two `INFO commandstats` readings, busiest first. */
+export function commandDelta(
+  before: Map<string, { calls: number; usec: number }>,
+  after: Map<string, { calls: number; usec: number }>,
+): Array<{ command: string; calls: number; usec: number }> {
+  return [...after]
+    .map(([command, { calls, usec }]) => ({
+      command,
+      calls: calls - (before.get(command)?.calls ?? 0),
+      usec: usec - (before.get(command)?.usec ?? 0),
+    }))
+    .filter((c) => c.calls > 0)
+    .sort((a, b) => b.usec - a.usec);
+}

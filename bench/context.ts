@@ -1,0 +1,80 @@
+/**
+ * What the parts of one run share, made once at the start and closed once at the end: the run's
+ * settings, the bench's own connections, the processes it started, the load generator and the
+ * samplers that watch them.
+ */
+import { createDb } from '@cs/db';
+import { createRedis } from '@cs/queue';
+import { connect, type Sql } from './direct-sale.ts';
+import { LoadGenerator } from './load-process.ts';
+import { type BenchOptions, type Config, type RunSettings, runSettings } from './options.ts';
+import { log } from './output.ts';
+import { RunProcesses } from './product.ts';
+import { CpuMeter, parseRedisInfo, RssSampler, WaitSampler } from './samplers.ts';
+import { dropDatabase, removeRedisKeys } from './storage.ts';
+
+/** Connections of the bench's own postgres.js pool (its queries and the samplers'). */
+export const BENCH_POOL_SIZE = 3;
+
+export interface BenchContext {
+  readonly config: Config;
+  readonly run: RunSettings;
+  /** Drizzle, for `reconcile` from @cs/ledger; plain postgres.js for the bench's own queries. */
+  readonly bench: ReturnType<typeof createDb>;
+  readonly sql: Sql;
+  readonly redis: ReturnType<typeof createRedis>;
+  readonly processes: RunProcesses;
+  readonly load: LoadGenerator;
+  readonly rssSampler: RssSampler;
+  readonly waitSampler: WaitSampler;
+  readonly cpuMeter: CpuMeter;
+}
+
+/** The connections open lazily: nothing reaches the database before it is recreated. */
+export function createContext(options: BenchOptions): BenchContext {
+  const { config } = options;
+  const run = runSettings(options);
+  const sql = connect(config.databaseUrl, BENCH_POOL_SIZE);
+  const redis = createRedis(config.redisUrl);
+  redis.on('error', () => {});
+  const processes = new RunProcesses(config, run);
+  return {
+    config,
+    run,
+    bench: createDb(config.databaseUrl, { max: 2 }),
+    sql,
+    redis,
+    processes,
+    load: new LoadGenerator(),
+    rssSampler: new RssSampler(() => processes.running().map((p) => ({ name: p.name, pid: p.pid }))),
+    waitSampler: new WaitSampler(sql, run.databaseName),
+    cpuMeter: new CpuMeter(
+      sql,
+      run.databaseName,
+      () => [
+        ...processes.running().map((p) => ({ group: p.name.replace(/^worker\d+$/, 'workers'), pid: p.pid })),
+        { group: 'bench', pid: process.pid },
+      ],
+      async () => {
+        const info = parseRedisInfo(await redis.info('cpu'));
+        return Number(info.get('used_cpu_user') ?? 0) + Number(info.get('used_cpu_sys') ?? 0);
+      },
+    ),
+  };
+}
+
+/** Stops every process and closes every connection; without `keepData`, removes the run's data. */
+export async function closeContext(ctx: BenchContext, keepData: boolean): Promise<void> {
+  ctx.load.kill();
+  await ctx.processes.stopAll();
+  ctx.processes.printProfiles();
+  if (!keepData) await removeRedisKeys(ctx.redis, ctx.run.redisPrefix);
+  await ctx.redis.quit().catch(() => {});
+  await ctx.bench.close();
+  await ctx.sql.end({ timeout: 5 });
+  if (!keepData) {
+    await dropDatabase(ctx.config.databaseUrl, ctx.run.databaseName).catch(() => {});
+  } else {
+    log(`kept database ${ctx.run.databaseName} and Redis keys ${ctx.run.redisPrefix}:*`);
+  }
+}

@@ -1,0 +1,277 @@
+/**
+ * The measured phases, one after another: the HTTP workloads (the product's API, then the sync
+ * server, each driven by the load generator) and the row-lock references (the same transaction
+ * as the sync server from a few connections in a loop). Each phase is read and checked from the
+ * database once its work has drained, and a line says how it went.
+ */
+import type { BenchContext } from './context.ts';
+import { connect, type DirectSale, sellInOneTransaction } from './direct-sale.ts';
+import { backlog, drain, settleSync } from './drain.ts';
+import type { BenchSeller, LoadPlan, LoadResult } from './load.ts';
+import type { PhaseName } from './options.ts';
+import { elapsed, fmt, log } from './output.ts';
+import { commandDelta, parseCommandStats } from './samplers.ts';
+import { type JobStats, jobStats, judgeHttpPhase, judgeRowLockPhase, unreconciledSellers } from './stats.ts';
+import { retrying } from './storage.ts';
+
+export type PhaseKind = 'api' | 'sync' | 'rowlock';
+
+export interface PhaseResult {
+  name: PhaseName;
+  label: string;
+  kind: PhaseKind;
+  load?: LoadResult;
+  stats: JobStats;
+  /** 2xx per second over the load (for the row-lock reference: commits per second). */
+  acceptedPerSecond: number;
+  /** Jobs finished per second: jobs / (last finished_at − first submitted_at). */
+  committedPerSecond: number;
+  salesPerSecond: number;
+  rssMiB: Record<string, number>;
+  /** CPU seconds used during the phase (load and drain) by group: api, workers, redis, sync, bench, postgres. */
+  cpuSeconds: Record<string, number>;
+  /** Redis commands run during the phase, by name, busiest first (HTTP phases only). */
+  redisCommands?: Array<{ command: string; calls: number; usec: number }>;
+  backends: string;
+  unreconciled: number;
+  problems: string[];
+  warnings: string[];
+}
+
+/** Runs the selected phases and keeps their results, in the order they ran. */
+export class Phases {
+  readonly results: PhaseResult[] = [];
+  /** The servers that have had their warm-up. */
+  private readonly warmed = new Set<'api' | 'sync'>();
+
+  constructor(
+    private readonly ctx: BenchContext,
+    private readonly selected: ReadonlySet<PhaseName>,
+  ) {}
+
+  includes(...names: PhaseName[]): boolean {
+    return names.some((name) => this.selected.has(name));
+  }
+
+  /** A workload through HTTP: the product's API (`api`) or the sync server (`sync`). */
+  async http(
+    name: PhaseName,
+    label: string,
+    kind: 'api' | 'sync',
+    sellers: BenchSeller[],
+    mode: LoadPlan['mode'] = 'sales',
+  ): Promise<void> {
+    await this.measure(name, () => this.httpPhase(name, label, kind, sellers, mode));
+  }
+
+  /**
+   * The database's own ceiling for one-transaction-per-sale: the same SQL as the sync server, from
+   * several connections in a loop, no HTTP, no queue.
+   */
+  async rowLock(name: PhaseName, label: string, sellers: BenchSeller[]): Promise<void> {
+    await this.measure(name, () => this.rowLockPhase(name, label, sellers));
+  }
+
+  private async measure(name: PhaseName, phase: () => Promise<PhaseResult>): Promise<void> {
+    if (!this.selected.has(name)) return;
+    // Each phase starts with fresh planner statistics and without the dead rows of the one before.
+    await retrying(() => this.ctx.sql`vacuum (analyze) sellers, jobs, transactions, phone_numbers`);
+    const result = await phase();
+    this.results.push(result);
+    const verdict = result.problems.length > 0 ? 'FAILED' : 'ok';
+    const approvals = result.stats.approvals > 0 ? ` (${fmt(result.stats.approvals)} of them approvals)` : '';
+    log(
+      `  ${result.label}: ${fmt(result.stats.jobs)} jobs${approvals} in ${fmt(result.stats.batches)} transactions ` +
+        `of ${fmt(result.stats.batchMs, 1)} ms on average, ${fmt(result.committedPerSecond)} committed/s, ` +
+        `p99 ${fmt(result.stats.p99)} ms, ${result.unreconciled} unreconciled: ${verdict}`,
+    );
+    for (const p of result.problems) log(`    FAILED: ${p}`);
+    for (const w of result.warnings) log(`    note: ${w}`);
+  }
+
+  private serverUrl(kind: 'api' | 'sync'): string {
+    return kind === 'api' ? this.ctx.processes.apiUrl : this.ctx.processes.syncUrl;
+  }
+
+  /**
+   * A few seconds of unmeasured sales first: the first phase on a fresh process would otherwise
+   * also measure V8 compiling the sale path and pools opening their connections.
+   */
+  private async warmUp(kind: 'api' | 'sync', sellers: BenchSeller[]): Promise<void> {
+    const { config, run, sql } = this.ctx;
+    this.warmed.add(kind);
+    const started = Date.now();
+    const load = await this.ctx.load.run(
+      {
+        name: 'warmup',
+        url: this.serverUrl(kind),
+        mode: 'sales',
+        sellers,
+        adminToken: run.adminToken,
+        durationSeconds: 2,
+        maxRequests: config.maxRequests,
+        connections: config.connections,
+      },
+      () => {},
+    );
+    if (kind === 'api') await drain(sql, 'warm-up', config.drainTimeoutMs);
+    log(
+      `  warm-up of the ${kind === 'api' ? 'API and workers' : 'sync server'}: ${fmt(load.ok)} sales in ${elapsed(started)}`,
+    );
+  }
+
+  private async httpPhase(
+    name: PhaseName,
+    label: string,
+    kind: 'api' | 'sync',
+    sellers: BenchSeller[],
+    mode: LoadPlan['mode'],
+  ): Promise<PhaseResult> {
+    const { config, run, sql, redis, rssSampler, waitSampler, cpuMeter } = this.ctx;
+    if (!this.warmed.has(kind)) await this.warmUp(kind, sellers);
+    log(
+      `${label}: ${mode === 'mixed' ? '90 % sales, 10 % credit requests and approvals' : 'sales'} over ${fmt(sellers.length)} seller(s), ${kind === 'api' ? 'product API' : 'sync server'}`,
+    );
+    const since = new Date();
+    // The processes this phase measures: the product's, or the sync server.
+    const measured = (process: string) => (kind === 'api' ? process !== 'sync' : process === 'sync');
+    rssSampler.start();
+    waitSampler.start();
+    const commandsBefore = parseCommandStats(await redis.info('commandstats'));
+    await retrying(() => cpuMeter.begin());
+    let lastResponses = 0;
+    const load = await this.ctx.load.run(
+      {
+        name,
+        url: this.serverUrl(kind),
+        mode,
+        sellers,
+        adminToken: run.adminToken,
+        durationSeconds: config.durationSeconds,
+        maxRequests: config.maxRequests,
+        connections: config.connections,
+        rate: config.rate,
+      },
+      (tick) => {
+        const perSecond = tick.responses - lastResponses;
+        lastResponses = tick.responses;
+        const memory = [...rssSampler.current()]
+          .filter(([process]) => measured(process))
+          .map(([process, mib]) => `${process} ${fmt(mib)}`)
+          .join(' ');
+        const queued =
+          kind === 'api'
+            ? backlog(sql).then(
+                (n) => `  queued ${fmt(n)}`,
+                () => '  queued ?',
+              )
+            : Promise.resolve('');
+        void queued.then((q) =>
+          log(
+            `    ${label} ${String(tick.second).padStart(3)} s  ${fmt(perSecond).padStart(6)} responses/s  ` +
+              `2xx ${fmt(tick.ok)}  non-2xx ${fmt(tick.notOk)}${q}  RSS MiB ${memory}`,
+          ),
+        );
+      },
+    );
+    const left =
+      kind === 'api'
+        ? await drain(sql, label, config.drainTimeoutMs)
+        : await settleSync(this.ctx.processes.syncUrl, config.drainTimeoutMs);
+    const cpuSeconds = Object.fromEntries(await retrying(() => cpuMeter.end()));
+    const redisCommands = commandDelta(commandsBefore, parseCommandStats(await redis.info('commandstats')));
+    const rssMiB = Object.fromEntries([...rssSampler.stop()].filter(([process]) => measured(process)));
+    const backends = waitSampler.stop();
+    const stats = await jobStats(sql, name, since);
+    const unreconciled = await unreconciledSellers(this.ctx.bench.db, run.ledgerKey);
+    const { problems, warnings } = judgeHttpPhase({
+      kind,
+      load,
+      stats,
+      left,
+      drainTimeoutMs: config.drainTimeoutMs,
+      unreconciled,
+    });
+    return {
+      name,
+      label,
+      kind,
+      load,
+      stats,
+      acceptedPerSecond: load.ok / load.durationSeconds,
+      committedPerSecond: stats.spanSeconds > 0 ? stats.jobs / stats.spanSeconds : 0,
+      salesPerSecond: stats.spanSeconds > 0 ? stats.sales / stats.spanSeconds : 0,
+      rssMiB,
+      cpuSeconds,
+      redisCommands,
+      backends,
+      unreconciled,
+      problems,
+      warnings,
+    };
+  }
+
+  private async rowLockPhase(name: PhaseName, label: string, sellers: BenchSeller[]): Promise<PhaseResult> {
+    const { config, run, waitSampler, cpuMeter } = this.ctx;
+    log(
+      `${label}: one transaction per sale from ${config.lockConnections} connections for ${config.lockSeconds} s over ${fmt(sellers.length)} row(s)`,
+    );
+    const since = new Date();
+    const pool = connect(config.databaseUrl, config.lockConnections);
+    const phones = Array.from({ length: 10_000 }, (_, i) => `0912${String(i * 7 + 1_000_000).padStart(7, '0')}`);
+    const amounts = [1_000n, 2_000n, 5_000n, 10_000n, 20_000n];
+    const pick = <T>(items: readonly T[]): T => items[Math.floor(Math.random() * items.length)] as T;
+    // Open every connection before the clock starts.
+    await retrying(() => Promise.all(Array.from({ length: config.lockConnections }, () => pool`select 1`)));
+    waitSampler.start();
+    await retrying(() => cpuMeter.begin());
+    let seq = 0;
+    let committed = 0;
+    let refused = 0;
+    const started = Date.now();
+    const end = started + config.lockSeconds * 1000;
+    const progress = setInterval(
+      () => log(`    ${label} ${elapsed(started).padStart(7)}  ${fmt(committed)} committed`),
+      1000,
+    );
+    await Promise.all(
+      Array.from({ length: config.lockConnections }, async () => {
+        while (Date.now() < end) {
+          const sale: DirectSale = {
+            sellerId: pick(sellers).id,
+            phoneNumber: pick(phones),
+            amount: pick(amounts),
+            requestId: `${name}-${++seq}`,
+            receivedAt: new Date(),
+          };
+          const outcome = await sellInOneTransaction(pool, sale, run.ledgerKey);
+          if (outcome.ok) committed++;
+          else refused++;
+        }
+      }),
+    );
+    const seconds = (Date.now() - started) / 1000;
+    clearInterval(progress);
+    const backends = waitSampler.stop();
+    const cpuSeconds = Object.fromEntries(await retrying(() => cpuMeter.end()));
+    await pool.end({ timeout: 5 });
+    const stats = await jobStats(this.ctx.sql, name, since);
+    const unreconciled = await unreconciledSellers(this.ctx.bench.db, run.ledgerKey);
+    const { problems, warnings } = judgeRowLockPhase({ committed, refused, stats, unreconciled });
+    return {
+      name,
+      label,
+      kind: 'rowlock',
+      stats,
+      acceptedPerSecond: committed / seconds,
+      committedPerSecond: stats.spanSeconds > 0 ? stats.jobs / stats.spanSeconds : 0,
+      salesPerSecond: stats.spanSeconds > 0 ? stats.sales / stats.spanSeconds : 0,
+      rssMiB: {},
+      cpuSeconds,
+      backends,
+      unreconciled,
+      problems,
+      warnings,
+    };
+  }
+}

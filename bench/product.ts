@@ -1,0 +1,173 @@
+/**
+ * The processes a run starts: the product's API and workers, then the bench-only sync server. Each
+ * is a child process with its logs kept; their peak memory is read before they stop, and their CPU
+ * profiles (`--profile`) are summarised at the end.
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type createRedis, partitionLeaseKey } from '@cs/queue';
+import type { Config, RunSettings } from './options.ts';
+import { log } from './output.ts';
+import { BenchProcess, freePort, waitHttpOk } from './processes.ts';
+import { formatProfile, summarizeProfile } from './profile-summary.ts';
+import { procStatusMiB } from './samplers.ts';
+
+/**
+ * The API's heap cap, as `npm run start:api` sets it: without it V8 lets the heap grow lazily on a
+ * large machine and the API's RSS grows far past what it needs under load, for no gain in
+ * throughput.
+ */
+const API_HEAP = ['--max-old-space-size=192'];
+
+export class RunProcesses {
+  private readonly all: BenchProcess[] = [];
+  /** Peak RSS of every process over its life (VmHWM), read just before it is stopped. */
+  private readonly lifetimePeakMiB = new Map<string, number>();
+  private api = '';
+  private sync = '';
+
+  constructor(
+    private readonly config: Config,
+    private readonly run: RunSettings,
+  ) {}
+
+  get apiUrl(): string {
+    return this.api;
+  }
+
+  get syncUrl(): string {
+    return this.sync;
+  }
+
+  running(): BenchProcess[] {
+    return this.all.filter((p) => p.running);
+  }
+
+  async startProduct(): Promise<void> {
+    const apiPort = await freePort();
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      NODE_ENV: 'production',
+      DATABASE_URL: this.run.applicationUrl,
+      LEDGER_HMAC_KEY: this.run.ledgerKey,
+      REDIS_URL: this.config.redisUrl,
+      REDIS_PREFIX: this.run.redisPrefix,
+      ADMIN_TOKEN: this.run.adminToken,
+      PARTITIONS: String(this.config.partitions),
+      BATCH_SIZE: String(this.config.batchSize),
+      LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
+    };
+    // Several workers on one machine cannot share a health port.
+    delete env.WORKER_HEALTH_PORT;
+    const api = new BenchProcess('api', 'apps/api/src/index.ts', { ...env, PORT: String(apiPort) }, [
+      ...this.nodeArgs('api'),
+      ...API_HEAP,
+    ]);
+    this.all.push(api);
+    for (let i = 0; i < this.config.workers; i++) {
+      this.all.push(new BenchProcess(`worker${i}`, 'apps/worker/src/index.ts', env, this.nodeArgs(`worker${i}`)));
+    }
+    this.api = `http://127.0.0.1:${apiPort}`;
+    await waitHttpOk(`${this.api}/readyz`, api);
+  }
+
+  /**
+   * The sync server stands in for a production server too: it connects as the application role,
+   * which also shows that its writes need no privilege the product lacks.
+   */
+  async startSync(): Promise<void> {
+    const port = await freePort();
+    const sync = new BenchProcess(
+      'sync',
+      'bench/sync-server.ts',
+      {
+        ...process.env,
+        DATABASE_URL: this.run.applicationUrl,
+        LEDGER_HMAC_KEY: this.run.ledgerKey,
+        PORT: String(port),
+      },
+      this.nodeArgs('sync'),
+    );
+    this.all.push(sync);
+    this.sync = `http://127.0.0.1:${port}`;
+    await waitHttpOk(`${this.sync}/healthz`, sync, 90_000);
+  }
+
+  /** Stops the running processes `which` selects, reading their peak RSS first. */
+  async stop(which: (p: BenchProcess) => boolean): Promise<void> {
+    const stopping = this.running().filter(which);
+    for (const p of stopping) this.lifetimePeakMiB.set(p.name, procStatusMiB(p.pid, 'VmHWM'));
+    await Promise.all(stopping.map((p) => p.stop()));
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all(this.all.map((p) => p.stop()));
+  }
+
+  /** Peak RSS (VmHWM, MiB) of every process over its life, the running ones read now. */
+  lifetimePeaks(): Map<string, number> {
+    for (const p of this.running()) this.lifetimePeakMiB.set(p.name, procStatusMiB(p.pid, 'VmHWM'));
+    return new Map(this.lifetimePeakMiB);
+  }
+
+  /** The warnings and errors the processes logged, as `name: "message" ×count`. */
+  loggedWarnings(): string[] {
+    return this.all.flatMap((p) => [...p.warnings].map(([msg, n]) => `${p.name}: "${msg}" ×${n}`));
+  }
+
+  /** The last lines each process wrote, for the message of a run that broke. */
+  recentLogs(): string[] {
+    return this.all.map((p) => p.recentLogs()).filter((logs) => logs.trim());
+  }
+
+  printProfiles(): void {
+    const dir = this.run.profileDir;
+    if (dir === undefined) return;
+    log(`\nCPU profiles in ${dir} (main thread of each process):`);
+    for (const p of this.all) {
+      const own = join(dir, p.name);
+      const profiles = existsSync(own)
+        ? readdirSync(own)
+            .filter((f) => f.endsWith('.cpuprofile'))
+            .map((f) => summarizeProfile(join(own, f)))
+        : [];
+      const main = profiles.sort((a, b) => b.busyMs - a.busyMs)[0];
+      log(main ? `${p.name}: ${formatProfile(main)}` : `${p.name}: no profile written`);
+    }
+  }
+
+  // A directory per process: Node writes one profile per thread (tsx's loader hooks run on a
+  // thread of their own), and the main thread's is the one that matters.
+  private nodeArgs(name: string): string[] {
+    const dir = this.run.profileDir;
+    return dir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', join(dir, name)];
+  }
+}
+
+/**
+ * Waits until every partition is leased and the leases are spread over all workers: a worker
+ * that starts first takes every partition and gives them back one per lease tick, and measuring
+ * before that settles would measure one worker.
+ */
+export async function waitForLeases(
+  redis: ReturnType<typeof createRedis>,
+  config: Config,
+  redisPrefix: string,
+  timeoutMs = 45_000,
+): Promise<string> {
+  const keys = Array.from({ length: config.partitions }, (_, p) => partitionLeaseKey(redisPrefix, p));
+  const fairShare = Math.ceil(config.partitions / config.workers);
+  const deadline = Date.now() + timeoutMs;
+  let shares: number[] = [];
+  for (;;) {
+    const owners = await redis.mget(...keys);
+    const byOwner = new Map<string, number>();
+    for (const owner of owners) if (owner) byOwner.set(owner, (byOwner.get(owner) ?? 0) + 1);
+    shares = [...byOwner.values()].sort((a, b) => b - a);
+    const settled = owners.every((o) => o !== null) && byOwner.size === config.workers && (shares[0] ?? 0) <= fairShare;
+    if (settled) return `${shares.join(' + ')} partitions over ${byOwner.size} workers`;
+    if (Date.now() > deadline) return `not settled after ${timeoutMs / 1000} s: ${shares.join(' + ') || 'none'}`;
+    await sleep(250);
+  }
+}
