@@ -1,10 +1,12 @@
+import { z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import type { AppEnv } from '../context.ts';
+import { ApiError } from '../errors.ts';
+import type { PageQuery } from '../read-model/page.ts';
+import { paginationQuery } from '../schemas.ts';
 
 /** A signed-in operator's browser session, as read back from its cookie. */
 export interface AdminSession {
-  id: string;
-  expiresAt: number;
   /** Hidden in every form of the session and checked on every POST. */
   csrfToken: string;
 }
@@ -19,6 +21,22 @@ export type AdminContext = Context<AdminEnv>;
 /** A browser asking for a page, as opposed to an API client. */
 export function wantsHtml(c: Context): boolean {
   return (c.req.header('accept') ?? '').includes('text/html');
+}
+
+/** The page being shown, to come back to after a form on it. */
+export function thisPage(c: Context): string {
+  const url = new URL(c.req.url);
+  return url.pathname + url.search;
+}
+
+const pageQuerySchema = z.object(paginationQuery);
+
+/** `?limit=` and `?cursor=` of a list page, checked exactly as the API checks them. */
+export function readPageQuery(c: Context): PageQuery {
+  const parsed = pageQuerySchema.safeParse({ limit: c.req.query('limit'), cursor: c.req.query('cursor') });
+  if (parsed.success) return parsed.data;
+  const fields = Object.fromEntries(parsed.error.issues.map((issue) => [String(issue.path[0]), issue.message]));
+  throw new ApiError('validation_error', `Invalid request: ${Object.keys(fields).join(', ')}`, { fields });
 }
 
 /** A submitted form; fields read as strings, file uploads ignored. */

@@ -2,7 +2,8 @@ import { creditRequests, isFinalJobStatus, jobs } from '@cs/db';
 import { inArray } from 'drizzle-orm';
 import type { AppDeps } from '../context.ts';
 import { submitJob } from '../services/submit-job.ts';
-import { type Flash, rials } from './views.tsx';
+import type { Flash } from './flash.ts';
+import { rials } from './views.tsx';
 
 export type CreditAction = 'approve' | 'reject';
 

@@ -1,10 +1,16 @@
 /** @jsxImportSource hono/jsx */
 
+import type { Reconciliation } from '@cs/ledger';
 import { raw } from 'hono/html';
 import type { Child } from 'hono/jsx';
+import type { AdminContext } from './context.ts';
+import { type Flash, takeFlash } from './flash.ts';
+import { CSRF_FIELD } from './session.ts';
+
+/** The frame, components and formatting every operator page shares; each page has its own file in `pages/`. */
 
 /** Integer rials with thousands separators, exactly: no float ever touches the amount. */
-export function rials(amount: bigint | string): string {
+export function rials(amount: bigint | string | number): string {
   const digits = BigInt(amount).toString();
   const sign = digits.startsWith('-') ? '-' : '';
   return sign + digits.slice(sign.length).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
@@ -12,11 +18,6 @@ export function rials(amount: bigint | string): string {
 
 export function when(date: Date | null): string {
   return date ? `${date.toISOString().slice(0, 19).replace('T', ' ')} UTC` : '—';
-}
-
-export interface Flash {
-  kind: 'success' | 'warning' | 'error';
-  text: string;
 }
 
 const css = `
@@ -64,16 +65,8 @@ code{font-size:.85em}
 
 type Section = 'requests' | 'sellers' | 'phones';
 
-interface LayoutProps {
-  title: string;
-  section?: Section;
-  /** The session's CSRF token, when signed in with a cookie (then a sign-out button is shown). */
-  csrf?: string;
-  flash?: Flash | null;
-  children?: Child;
-}
-
-function Document(props: { title: string; children?: Child }) {
+/** The whole HTML document; the only style is inline, and no page runs any script. */
+export function Document(props: { title: string; children?: Child }) {
   return (
     <>
       {raw('<!doctype html>')}
@@ -88,6 +81,15 @@ function Document(props: { title: string; children?: Child }) {
       </html>
     </>
   );
+}
+
+interface LayoutProps {
+  title: string;
+  section?: Section;
+  /** The session's CSRF token, when signed in with a cookie (then a sign-out button is shown). */
+  csrf?: string | undefined;
+  flash?: Flash | null;
+  children?: Child;
 }
 
 export function Layout(props: LayoutProps) {
@@ -123,6 +125,15 @@ export function Layout(props: LayoutProps) {
   );
 }
 
+/** A page in the operator's frame: navigation, sign-out (for a cookie session) and the outcome of the last form. */
+export function renderPage(c: AdminContext, title: string, section: Section, body: Child) {
+  return c.html(
+    <Layout title={title} section={section} csrf={c.var.session?.csrfToken} flash={takeFlash(c)}>
+      {body}
+    </Layout>,
+  );
+}
+
 /** A figure in a card: a label over a value. */
 export function Card(props: { label: Child; children: Child; balance?: boolean }) {
   return (
@@ -135,65 +146,56 @@ export function Card(props: { label: Child; children: Child; balance?: boolean }
   );
 }
 
+/** The session's CSRF token in a form; none with the bearer token, which needs none. */
 export function CsrfField(props: { token: string | undefined }) {
-  return props.token ? <input type="hidden" name="_csrf" value={props.token} /> : null;
+  return props.token ? <input type="hidden" name={CSRF_FIELD} value={props.token} /> : null;
 }
 
-export function loginPage(props: { csrf: string; next: string; error?: string | undefined }) {
-  return (
-    <Document title="Sign in">
-      <main>
-        <form class="login" method="post" action="/admin/login">
-          <h1>Operator sign-in</h1>
-          {props.error && (
-            <div class="flash error" role="alert">
-              {props.error}
-            </div>
-          )}
-          <label for="token">Admin token</label>
-          <input id="token" name="token" type="password" autocomplete="current-password" required autofocus />
-          <input type="hidden" name="_csrf" value={props.csrf} />
-          <input type="hidden" name="next" value={props.next} />
-          <button class="primary" type="submit">
-            Sign in
-          </button>
-          <p class="muted">The token is the ADMIN_TOKEN the API was started with. The session lasts 8 hours.</p>
-        </form>
-      </main>
-    </Document>
-  );
-}
-
-export function errorPage(props: { status: number; message: string }) {
-  return (
-    <Layout title={`Error ${props.status}`}>
-      <h1>{props.status === 404 ? 'Not found' : `Something went wrong (${props.status})`}</h1>
-      <p>{props.message}</p>
-      <p>
-        <a href="/admin">Back to the credit requests</a>
-      </p>
-    </Layout>
-  );
-}
-
-/** "Newest" and "older" links for a newest-first list paged by `before` (the last key shown). */
-export function Pager(props: {
-  base: string;
-  filters: Record<string, string | undefined>;
-  paged: boolean;
-  nextBefore: string | null;
-}) {
-  const href = (before?: string) => {
-    const query = new URLSearchParams();
-    for (const [key, value] of Object.entries(props.filters)) if (value) query.set(key, value);
-    if (before) query.set('before', before);
-    const text = query.toString();
-    return text ? `${props.base}?${text}` : props.base;
+/**
+ * "Newest" and "Older" links of a list paged the API's way: the same page with `?cursor=` the
+ * list's `next_cursor`, every other parameter (filters, `limit`) kept.
+ */
+export function Pager(props: { url: string; next: string | null }) {
+  const here = new URL(props.url);
+  const at = (cursor: string | null) => {
+    const url = new URL(here);
+    if (cursor === null) url.searchParams.delete('cursor');
+    else url.searchParams.set('cursor', cursor);
+    return url.pathname + url.search;
   };
   return (
     <p class="bar">
-      {props.paged && <a href={href()}>« Newest</a>}
-      {props.nextBefore !== null && <a href={href(props.nextBefore)}>Older »</a>}
+      {here.searchParams.has('cursor') && <a href={at(null)}>« Newest</a>}
+      {props.next !== null && <a href={at(props.next)}>Older »</a>}
     </p>
+  );
+}
+
+/** Whether a seller's balance matches its ledger, and if not, how. */
+export function ReconcileState(props: { check: Reconciliation | undefined }) {
+  const check = props.check;
+  if (!check) return <span class="muted">—</span>;
+  if (check.isReconciled) return <span class="ok">✓ matches ledger</span>;
+  const difference = check.currentBalance - check.calculatedFromTransactions;
+  return (
+    <span class="bad">
+      ✗ {difference !== 0n ? `off by ${rials(difference)} rials` : ''}
+      {check.brokenChainRows > 0 ? ` ${check.brokenChainRows} broken ledger rows` : ''}
+      {check.chainBrokenAt !== null ? ` hash chain broken at row ${check.chainBrokenAt}` : ''}
+    </span>
+  );
+}
+
+/** Activate / Deactivate, then back to the page it was on. */
+export function ActiveToggle(props: { id: string; isActive: boolean; csrf: string | undefined; back: string }) {
+  return (
+    <form method="post" action={`/admin/sellers/${props.id}/active`}>
+      <CsrfField token={props.csrf} />
+      <input type="hidden" name="return" value={props.back} />
+      <input type="hidden" name="is_active" value={props.isActive ? 'false' : 'true'} />
+      <button type="submit" class={props.isActive ? 'reject' : 'approve'}>
+        {props.isActive ? 'Deactivate' : 'Activate'}
+      </button>
+    </form>
   );
 }

@@ -1,10 +1,11 @@
 import { creditRequests, sellers } from '@cs/db';
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
-import { and, desc, eq, lt } from 'drizzle-orm';
+import { eq } from 'drizzle-orm';
 import { uuidv7 } from 'uuidv7';
 import type { AppEnv } from '../context.ts';
 import { ApiError, notFound } from '../errors.ts';
 import { callerName, requireAdmin, requireSellerAccess } from '../middleware/auth.ts';
+import { parseCreditRequestPage, readCreditRequests } from '../read-model/credit-requests.ts';
 import {
   amountSchema,
   bearer,
@@ -22,9 +23,8 @@ import {
   preferHeader,
 } from '../schemas.ts';
 import { respondWithJob } from '../services/job-response.ts';
-import { DEFAULT_LIMIT, decodeCursor, page } from '../services/pagination.ts';
 import { submitJob } from '../services/submit-job.ts';
-import { creditRequestView } from '../services/views.ts';
+import { creditRequestView, listView } from '../services/views.ts';
 
 const createCreditRequest = createRoute({
   method: 'post',
@@ -89,27 +89,14 @@ export function registerCreditRequestRoutes(app: OpenAPIHono<AppEnv>) {
   });
 
   app.openapi(listCreditRequests, async (c) => {
-    const { status, seller, limit = DEFAULT_LIMIT, cursor } = c.req.valid('query');
-    const after = decodeCursor(cursor, isUuid);
+    const { status, seller, ...query } = c.req.valid('query');
+    const page = parseCreditRequestPage(query);
     const caller = c.var.caller;
     if (seller) requireSellerAccess(caller, seller);
-    const rows = await c.var.deps.db
-      .select()
-      .from(creditRequests)
-      .where(
-        and(
-          caller.role === 'seller' ? eq(creditRequests.sellerId, caller.sellerId) : undefined,
-          seller ? eq(creditRequests.sellerId, seller) : undefined,
-          status ? eq(creditRequests.status, status) : undefined,
-          after ? lt(creditRequests.id, after) : undefined,
-        ),
-      )
-      .orderBy(desc(creditRequests.id))
-      .limit(limit + 1);
-    return c.json(
-      page(rows, limit, (r) => r.id, creditRequestView),
-      200,
-    );
+    // A seller reads its own requests only, whether it names itself or not.
+    const sellerId = caller.role === 'seller' ? caller.sellerId : seller;
+    const requests = await readCreditRequests(c.var.deps.db, { sellerId, status }, page);
+    return c.json(listView(requests, creditRequestView), 200);
   });
 
   app.openapi(processCreditRequest, async (c) => {

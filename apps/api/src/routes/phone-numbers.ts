@@ -1,14 +1,13 @@
 import { phoneNumbers } from '@cs/db';
 import { normalisePhone } from '@cs/ledger';
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
-import { desc, eq, lt } from 'drizzle-orm';
+import { eq } from 'drizzle-orm';
 import type { AppEnv } from '../context.ts';
 import { notFound } from '../errors.ts';
 import { requireAdmin } from '../middleware/auth.ts';
+import { parsePhoneNumberPage, readPhoneNumbers } from '../read-model/phone-numbers.ts';
 import { bearer, errorResponses, json, listOf, paginationQuery, phoneNumberSchema } from '../schemas.ts';
-import { DEFAULT_LIMIT, decodeCursor, page } from '../services/pagination.ts';
-import { phoneNumberView } from '../services/views.ts';
-import { isBigintId } from './sellers.ts';
+import { listView, phoneNumberView } from '../services/views.ts';
 
 const listPhoneNumbers = createRoute({
   method: 'get',
@@ -32,19 +31,9 @@ const getPhoneNumber = createRoute({
 
 export function registerPhoneNumberRoutes(app: OpenAPIHono<AppEnv>) {
   app.openapi(listPhoneNumbers, async (c) => {
-    const { limit = DEFAULT_LIMIT, cursor } = c.req.valid('query');
-    const after = decodeCursor(cursor, isBigintId);
+    const page = parsePhoneNumberPage(c.req.valid('query'));
     requireAdmin(c.var.caller);
-    const rows = await c.var.deps.db
-      .select()
-      .from(phoneNumbers)
-      .where(after ? lt(phoneNumbers.seq, BigInt(after)) : undefined)
-      .orderBy(desc(phoneNumbers.seq))
-      .limit(limit + 1);
-    return c.json(
-      page(rows, limit, (r) => r.seq.toString(), phoneNumberView),
-      200,
-    );
+    return c.json(listView(await readPhoneNumbers(c.var.deps.db, page), phoneNumberView), 200);
   });
 
   app.openapi(getPhoneNumber, async (c) => {

@@ -1,13 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import type { Tx } from '@cs/db';
-import { sellers, transactions } from '@cs/db';
+import { sellers } from '@cs/db';
 import { reconcile } from '@cs/ledger';
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
-import { and, desc, eq, lt } from 'drizzle-orm';
+import { eq } from 'drizzle-orm';
 import { uuidv7 } from 'uuidv7';
 import type { AppEnv } from '../context.ts';
 import { ApiError, notFound } from '../errors.ts';
 import { hashApiKey, requireAdmin, requireSellerAccess } from '../middleware/auth.ts';
+import { parseLedgerPage, readLedger } from '../read-model/ledger.ts';
+import { parseSellerPage, readSellers } from '../read-model/sellers.ts';
 import {
   bearer,
   errorResponses,
@@ -21,8 +23,7 @@ import {
   sellerSchema,
   transactionSchema,
 } from '../schemas.ts';
-import { DEFAULT_LIMIT, decodeCursor, page } from '../services/pagination.ts';
-import { sellerView, transactionView } from '../services/views.ts';
+import { listView, sellerView, transactionView } from '../services/views.ts';
 
 /**
  * PostgreSQL text cannot hold U+0000 (the insert fails), and an unpaired surrogate reaches it as
@@ -165,24 +166,11 @@ export function registerSellerRoutes(app: OpenAPIHono<AppEnv>) {
   });
 
   app.openapi(listSellers, async (c) => {
-    const { limit = DEFAULT_LIMIT, cursor } = c.req.valid('query');
-    const after = decodeCursor(cursor, isUuid);
+    const page = parseSellerPage(c.req.valid('query'));
     const caller = c.var.caller;
-    const rows = await c.var.deps.db
-      .select()
-      .from(sellers)
-      .where(
-        and(
-          caller.role === 'seller' ? eq(sellers.id, caller.sellerId) : undefined,
-          after ? lt(sellers.id, after) : undefined,
-        ),
-      )
-      .orderBy(desc(sellers.id))
-      .limit(limit + 1);
-    return c.json(
-      page(rows, limit, (r) => r.id, sellerView),
-      200,
-    );
+    // A seller sees itself only.
+    const sellerId = caller.role === 'seller' ? caller.sellerId : undefined;
+    return c.json(listView(await readSellers(c.var.deps.db, { sellerId }, page), sellerView), 200);
   });
 
   app.openapi(getSeller, async (c) => {
@@ -204,19 +192,10 @@ export function registerSellerRoutes(app: OpenAPIHono<AppEnv>) {
   });
 
   app.openapi(getSellerTransactions, async (c) => {
-    const { limit = DEFAULT_LIMIT, cursor } = c.req.valid('query');
-    const after = decodeCursor(cursor, isBigintId);
+    const page = parseLedgerPage(c.req.valid('query'));
     const seller = await findAccessibleSeller(c.var.deps.db, c.var.caller, c.req.valid('param').id);
-    const rows = await c.var.deps.db
-      .select()
-      .from(transactions)
-      .where(and(eq(transactions.sellerId, seller.id), after ? lt(transactions.id, BigInt(after)) : undefined))
-      .orderBy(desc(transactions.id))
-      .limit(limit + 1);
-    return c.json(
-      page(rows, limit, (r) => r.id.toString(), transactionView),
-      200,
-    );
+    const ledger = await readLedger(c.var.deps.db, { sellerId: seller.id }, page);
+    return c.json(listView(ledger, transactionView), 200);
   });
 
   app.openapi(reconcileSeller, async (c) => {
@@ -241,7 +220,3 @@ export function registerSellerRoutes(app: OpenAPIHono<AppEnv>) {
     );
   });
 }
-
-const MAX_BIGINT_ID = 2n ** 63n - 1n;
-/** A key of a list ordered by a PostgreSQL bigint: beyond its range the query itself would fail. */
-export const isBigintId = (key: string) => /^[1-9][0-9]{0,18}$/.test(key) && BigInt(key) <= MAX_BIGINT_ID;

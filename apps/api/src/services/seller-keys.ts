@@ -1,6 +1,7 @@
 import { type Database, sellers } from '@cs/db';
 import { eq } from 'drizzle-orm';
 import type { Redis } from 'ioredis';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 
 const TTL_MS = 30_000;
@@ -19,7 +20,8 @@ export interface KeyOwner {
  * from a seller just deactivated is still refused by the worker (`seller_inactive`).
  */
 export class SellerKeys {
-  private readonly byHash = new Map<string, KeyOwner & { until: number }>();
+  /** Only keys that belong to a seller are kept; past `MAX_ENTRIES` the least recently used goes. */
+  private readonly byHash = new LRUCache<string, KeyOwner>({ max: MAX_ENTRIES, ttl: TTL_MS });
 
   constructor(
     private readonly db: Database,
@@ -38,16 +40,14 @@ export class SellerKeys {
 
   async owner(keyHash: string): Promise<KeyOwner | null> {
     const cached = this.byHash.get(keyHash);
-    if (cached && cached.until > Date.now()) return cached;
+    if (cached) return cached;
     const [row] = await this.db
       .select({ sellerId: sellers.id, isActive: sellers.isActive })
       .from(sellers)
       .where(eq(sellers.apiKeyHash, keyHash))
       .limit(1);
-    if (!row) return null;
-    if (this.byHash.size >= MAX_ENTRIES) this.byHash.clear();
-    this.byHash.set(keyHash, { ...row, until: Date.now() + TTL_MS });
-    return row;
+    if (row) this.byHash.set(keyHash, row);
+    return row ?? null;
   }
 
   /** Activates or deactivates a seller; every API process sees it at once. */
@@ -61,6 +61,8 @@ export class SellerKeys {
   }
 
   private forget(sellerId: string): void {
-    for (const [hash, owner] of this.byHash) if (owner.sellerId === sellerId) this.byHash.delete(hash);
+    // Collected before deleting: the cache is not changed under its own iterator.
+    const hashes = [...this.byHash.entries()].filter(([, owner]) => owner.sellerId === sellerId).map(([hash]) => hash);
+    for (const hash of hashes) this.byHash.delete(hash);
   }
 }

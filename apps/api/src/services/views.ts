@@ -1,7 +1,13 @@
 import type { creditRequests, jobs, phoneNumbers, sellers, transactions } from '@cs/db';
 import type { JobResource } from '@cs/queue';
+import type { Page } from '../read-model/page.ts';
 
 /** Row → resource of the HTTP contract. Amounts leave as strings of digits, times as ISO 8601. */
+
+/** A page of rows as the contract's list: `{items, next_cursor}`. */
+export function listView<Row, Item>(list: Page<Row>, view: (row: Row) => Item): Page<Item> {
+  return { items: list.items.map(view), next_cursor: list.next_cursor };
+}
 
 export function sellerView(row: typeof sellers.$inferSelect) {
   return {

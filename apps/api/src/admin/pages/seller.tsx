@@ -1,0 +1,134 @@
+/** @jsxImportSource hono/jsx */
+import { transactionTypes } from '@cs/db';
+import { reconcile } from '@cs/ledger';
+import { ApiError } from '../../errors.ts';
+import { pendingTotals } from '../../read-model/credit-requests.ts';
+import { parseLedgerPage, readLedger } from '../../read-model/ledger.ts';
+import { findAccessibleSeller } from '../../routes/sellers.ts';
+import { DEFAULT_LIMIT } from '../../services/pagination.ts';
+import { type AdminContext, Form, readPageQuery, thisPage } from '../context.ts';
+import { setFlash } from '../flash.ts';
+import { safeNext } from '../session.ts';
+import { ActiveToggle, Card, Pager, ReconcileState, renderPage, rials, when } from '../views.tsx';
+
+const ledgerTypeLabel = { charge_sale: 'Charge sale', credit_increase: 'Credit increase' } as const;
+const rowsLabel = (n: number) => `${rials(n)} ${n === 1 ? 'row' : 'rows'}`;
+
+const findSeller = (c: AdminContext) => findAccessibleSeller(c.var.deps.db, c.var.caller, c.req.param('id') ?? '');
+
+/** `GET /admin/sellers/:id`: the seller, its reconciliation, and its ledger by type, page by page. */
+export async function sellerPage(c: AdminContext) {
+  const { db, config } = c.var.deps;
+  const page = parseLedgerPage(readPageQuery(c));
+  const seller = await findSeller(c);
+  const type = transactionTypes.find((t) => t === c.req.query('type'));
+  const [[check], ledger, pending] = await Promise.all([
+    reconcile(db, { ledgerKey: config.LEDGER_HMAC_KEY, sellerId: seller.id }),
+    readLedger(db, { sellerId: seller.id, type }, page),
+    pendingTotals(db, seller.id),
+  ]);
+
+  return renderPage(
+    c,
+    seller.name,
+    'sellers',
+    <>
+      <h1>
+        {seller.name} {!seller.isActive && <span class="pill">inactive</span>}
+      </h1>
+      <p class="muted">
+        {seller.email} · {seller.phone} · since {when(seller.createdAt)} · id <code>{seller.id}</code>
+      </p>
+      <div class="cards">
+        <Card label="Balance (rials)" balance>
+          {rials(seller.creditBalance)}
+        </Card>
+        <Card label="Sum of the ledger (rials)">{check ? rials(check.calculatedFromTransactions) : '—'}</Card>
+        <Card label={<>Ledger check ({rowsLabel(check?.totalTransactions ?? 0)})</>}>
+          <ReconcileState check={check} />
+        </Card>
+      </div>
+      <div class="bar">
+        <a href={`/admin/credit-requests?status=all&seller=${seller.id}`}>
+          Credit requests of this seller ({pending.count} pending)
+        </a>
+        <ActiveToggle id={seller.id} isActive={seller.isActive} csrf={c.var.session?.csrfToken} back={thisPage(c)} />
+      </div>
+      <h2>Ledger</h2>
+      <form class="bar" method="get" action={`/admin/sellers/${seller.id}`}>
+        <label for="type">Type</label>
+        <select id="type" name="type">
+          <option value="">all</option>
+          {transactionTypes.map((t) => (
+            <option value={t} selected={t === type}>
+              {ledgerTypeLabel[t]}
+            </option>
+          ))}
+        </select>
+        <label for="limit">Rows</label>
+        <select id="limit" name="limit">
+          {[25, DEFAULT_LIMIT, 100, 500].map((n) => (
+            <option value={String(n)} selected={n === page.limit}>
+              {n}
+            </option>
+          ))}
+        </select>
+        <button type="submit">Filter</button>
+      </form>
+      <table>
+        <thead>
+          <tr>
+            <th>#</th>
+            <th>When</th>
+            <th>Type</th>
+            <th class="num">Amount (rials)</th>
+            <th class="num">Balance after (rials)</th>
+            <th>Phone / credit request</th>
+          </tr>
+        </thead>
+        <tbody>
+          {ledger.items.length === 0 && (
+            <tr>
+              <td colspan={6} class="muted">
+                No ledger rows{type ? ` of type ${ledgerTypeLabel[type]}` : ''}.
+              </td>
+            </tr>
+          )}
+          {ledger.items.map((row) => (
+            <tr data-type={row.type}>
+              <td>{row.id.toString()}</td>
+              <td class="nowrap">{when(row.createdAt)}</td>
+              <td>{ledgerTypeLabel[row.type]}</td>
+              <td class={`num ${row.amount < 0n ? 'bad' : 'ok'}`}>{rials(row.amount)}</td>
+              <td class="num">{rials(row.balanceAfter)}</td>
+              <td>{row.phoneNumber ?? <code class="muted">{row.creditRequestId}</code>}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <Pager url={c.req.url} next={ledger.next_cursor} />
+    </>,
+  );
+}
+
+/** `POST /admin/sellers/:id/active`: activate or deactivate, seen at once by every API process. */
+export async function setActiveForm(c: AdminContext) {
+  const form = await Form.read(c);
+  const value = form.one('is_active');
+  if (value !== 'true' && value !== 'false') {
+    throw new ApiError('validation_error', 'is_active must be true or false', {
+      fields: { is_active: 'must be true or false' },
+    });
+  }
+  const seller = await findSeller(c);
+  const isActive = value === 'true';
+  await c.var.deps.sellerKeys.setActive(seller.id, isActive);
+  c.var.logger.info({ sellerId: seller.id, isActive }, 'seller activation changed by the operator');
+  setFlash(c, {
+    kind: 'success',
+    text: isActive
+      ? `${seller.name} is active: its sales are accepted again.`
+      : `${seller.name} is inactive: its new sales are refused, and those still queued will be rejected.`,
+  });
+  return c.redirect(safeNext(form.one('return') ?? `/admin/sellers/${seller.id}`), 303);
+}
