@@ -1,9 +1,10 @@
-import { creditRequests, sellers } from '@cs/db';
+import { approvalActions, creditRequestStatuses, creditRequests, sellers } from '@cs/db';
+import { refuse } from '@cs/ledger';
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { eq } from 'drizzle-orm';
 import { uuidv7 } from 'uuidv7';
 import type { AppEnv } from '../context.ts';
-import { ApiError, notFound } from '../errors.ts';
+import { notFound, refused } from '../errors.ts';
 import { callerName, requireAdmin, requireSellerAccess } from '../middleware/auth.ts';
 import { parseCreditRequestPage, readCreditRequests } from '../read-model/credit-requests.ts';
 import {
@@ -46,7 +47,7 @@ const listCreditRequests = createRoute({
   security: bearer,
   request: {
     query: z.object({
-      status: z.enum(['pending', 'approved', 'rejected']).optional(),
+      status: z.enum(creditRequestStatuses).optional(),
       seller: idSchema.optional(),
       ...paginationQuery,
     }),
@@ -63,7 +64,7 @@ const processCreditRequest = createRoute({
   parameters: [preferHeader],
   request: {
     params: pathId,
-    body: jsonBody(z.strictObject({ action: z.enum(['approve', 'reject']) }).openapi('ProcessCreditRequest')),
+    body: jsonBody(z.strictObject({ action: z.enum(approvalActions) }).openapi('ProcessCreditRequest')),
   },
   responses: {
     202: json(jobAcceptedSchema, 'Queued: poll status_url'),
@@ -108,11 +109,7 @@ export function registerCreditRequestRoutes(app: OpenAPIHono<AppEnv>) {
     if (!request) throw notFound('Credit request');
     // A fast answer for the common case; the worker checks again under lock, and only there
     // is it decided which of several concurrent processings takes effect.
-    if (request.status !== 'pending') {
-      throw new ApiError('already_processed', `Credit request is already ${request.status}`, {
-        status: request.status,
-      });
-    }
+    if (request.status !== 'pending') throw refused(refuse.alreadyProcessed(request.status));
     const { job } = await submitJob(c.var.deps, {
       payload: {
         type: 'credit_approval',
