@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { balanceOf, createSeller, fundSeller, waitForJob } from './support/factories.ts';
 import { Client } from './support/http.ts';
@@ -106,32 +105,6 @@ describe('charge sales', () => {
     } finally {
       await other.stop();
     }
-  });
-
-  it('returns one job for one Idempotency-Key, 422 for the key with another body, and scopes keys per seller', async () => {
-    const seller = await createSeller(client);
-    const other = await createSeller(client);
-    await fundSeller(client, seller, 10_000);
-    await fundSeller(client, other, 10_000);
-    const key = randomUUID();
-    const first = await sell(seller, 4000, { 'idempotency-key': key });
-    const again = await client.post('/api/charge-sales', {
-      token: seller.apiKey,
-      headers: { 'idempotency-key': key },
-      body: { seller_id: seller.id, phone_number: '09121234567', amount: '4000' },
-    });
-    expect(again.status).toBe(202);
-    expect(again.body.job_id).toBe(first.body.job_id);
-    const reused = await sell(seller, 5000, { 'idempotency-key': key });
-    expect(reused.status).toBe(422);
-    expect(reused.body.code).toBe('idempotency_key_reused');
-    const otherSeller = await sell(other, 4000, { 'idempotency-key': key });
-    expect(otherSeller.status).toBe(202);
-    expect(otherSeller.body.job_id).not.toBe(first.body.job_id);
-    await waitForJob(client, first.body.job_id);
-    await waitForJob(client, otherSeller.body.job_id);
-    expect(await balanceOf(client, seller.id)).toBe(6_000n);
-    expect(await balanceOf(client, other.id)).toBe(6_000n);
   });
 
   it('processes a credit request once: a second processing is 409, a rejection writes nothing', async () => {

@@ -400,7 +400,7 @@ describe('operator pages (/admin) over HTTP', () => {
       expect(first.match(/data-type="/g)).toEqual(['data-type="']);
       expect(first).toContain('data-type="charge_sale"');
       const older =
-        /href="([^"]*before=[^"]*)"/.exec(first)?.[1]?.replaceAll('&amp;', '&') ?? expect.fail('no older link');
+        /href="([^"]*cursor=[^"]*)"/.exec(first)?.[1]?.replaceAll('&amp;', '&') ?? expect.fail('no older link');
       const second = await (await browse(older, { jar })).text();
       expect(second).toContain('data-type="credit_increase"');
       expect(second).not.toContain('data-type="charge_sale"');

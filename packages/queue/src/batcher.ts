@@ -20,11 +20,23 @@ export class Batcher<In, Out> {
     });
   }
 
+  /**
+   * Calls the handler at once; one that throws before returning a promise fails its batch like
+   * one that rejects: a batch in flight must always end, or those after it would wait for ever.
+   */
+  private start(items: In[]): Promise<Array<Out | Error>> {
+    try {
+      return this.handle(items);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
   private flush(): void {
     while (this.waiting.length > 0 && this.inFlight < this.options.maxInFlight) {
       const batch = this.waiting.splice(0, this.options.maxBatch);
       this.inFlight++;
-      this.handle(batch.map((b) => b.item))
+      this.start(batch.map((b) => b.item))
         .then(
           (results) => {
             for (const [i, b] of batch.entries()) {
