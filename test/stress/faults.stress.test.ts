@@ -249,6 +249,8 @@ describe('worker processes paused past their leases, again and again', () => {
   let client: Client;
   let sql: ReturnType<typeof testSql>;
   const healthPorts: number[] = [];
+  /** Each worker's connections carry a name of their own (PGAPPNAME), so pg_stat_activity tells them apart. */
+  const appName = (i: number) => `cs-stress-pause-worker${i}-${process.pid}`;
 
   beforeAll(async () => {
     postgres = await throwawayPostgres();
@@ -257,7 +259,7 @@ describe('worker processes paused past their leases, again and again', () => {
     for (let i = 0; i < 2; i++) {
       const port = await freePort();
       healthPorts.push(port);
-      system.startWorker({ WORKER_HEALTH_PORT: String(port) });
+      system.startWorker({ WORKER_HEALTH_PORT: String(port), PGAPPNAME: appName(i) });
     }
     client = new Client(system.baseUrl);
   });
@@ -277,6 +279,7 @@ describe('worker processes paused past their leases, again and again', () => {
     const sellers = await sellersOnEveryPartition(client, 2);
     const funding = 300_000n;
     await fundAll(client, sellers, funding);
+    const applicationRole = decodeURIComponent(new URL(postgres.databaseUrl).username);
     const traffic = new SaleTraffic(system.baseUrl, sellers, { concurrency: 8, timeoutMs: 20_000 });
     for (let round = 1; round <= ROUNDS; round++) {
       await waitPartitionsSettled(healthPorts, 60_000);
@@ -286,10 +289,15 @@ describe('worker processes paused past their leases, again and again', () => {
       const paused = await partitionsOf(healthPorts[victim] as number);
       const pausedSellers = sellers.filter((s) => paused.includes(partitionOf(s.id, PARTITIONS)));
       const hold = await holdSellers(sql, pausedSellers);
+      // The victim's own backend (the processes connect as the application role, not as the
+      // owner this test's SQL uses), waiting on a lock inside a transaction that already holds
+      // row locks of its jobs: it has a transaction id. Matched by the process, not by the
+      // statement's text, which changes whenever the batch's SQL is reworded.
       await until('the worker waiting inside a transaction', async () => {
         const [row] = await sql<{ n: number }[]>`
           select count(*)::int as n from pg_stat_activity
-          where datname = current_database() and wait_event_type = 'Lock' and query like '%from "sellers"%'`;
+          where datname = current_database() and usename = ${applicationRole}
+            and application_name = ${appName(victim)} and state = 'active' and wait_event_type = 'Lock' and backend_xid is not null`;
         return (row?.n ?? 0) > 0;
       });
       const noticed = watchOutput(worker, /partition lease lost/);
