@@ -6,7 +6,12 @@ import { ApiError } from './errors.ts';
 /** Validation shared by every route, and documented in the OpenAPI document from the same schemas. */
 
 export const amountSchema = z
-  .union([z.number(), z.string()])
+  // The members' metadata documents what a client may send; validation is the transform's alone,
+  // so every refusal names the field with the one message below.
+  .union([
+    z.number().openapi({ type: 'integer', minimum: 1, maximum: Number(MAX_AMOUNT), example: 50000 }),
+    z.string().openapi({ pattern: '^[1-9][0-9]*$', maxLength: String(MAX_AMOUNT).length, example: '50000' }),
+  ])
   .transform((value, ctx) => {
     const amount = parseAmount(value);
     if (amount === null) {
@@ -18,8 +23,18 @@ export const amountSchema = z
     }
     return amount;
   })
-  .openapi({ type: 'string', pattern: '^[0-9]+$', example: '50000', description: 'Integer rials, 1 to 10^12' });
+  .openapi('Amount', {
+    description:
+      'Integer rials from 1 to 10^12, as a JSON integer (`50000`) or a string of digits (`"50000"`). ' +
+      'A fraction, an exponent, a negative number, zero or more than 10^12 is refused (400).',
+  });
 
+/** An amount in an answer: always a string of digits, never a JSON number. */
+export const moneySchema = z.string().openapi({ pattern: '^[0-9]+$', example: '50000', description: 'Integer rials' });
+/** A ledger amount: debits are negative. */
+export const signedMoneySchema = z
+  .string()
+  .openapi({ pattern: '^-?[0-9]+$', example: '-50000', description: 'Integer rials; negative for a debit' });
 export const phoneSchema = z
   .string()
   .transform((value, ctx) => {
@@ -54,79 +69,125 @@ export const paginationQuery = {
     .transform(Number)
     .refine((n) => n >= 1 && n <= 500, 'must be a whole number from 1 to 500')
     .optional()
-    .openapi({ example: '50' }),
+    // A query parameter arrives as text and is validated as such; a client sends it as an integer.
+    .openapi({
+      type: 'integer',
+      pattern: undefined,
+      minimum: 1,
+      maximum: 500,
+      default: 50,
+      example: 50,
+      description: 'Items per page, 1 to 500',
+    }),
   cursor: z.string().max(200).optional().openapi({ description: 'The next_cursor of the previous page' }),
 };
 
-export const errorSchema = z.object({ error: z.string(), code: z.string() }).catchall(z.unknown()).openapi('Error');
+const uuid = (description?: string) => z.string().openapi({ format: 'uuid', ...(description ? { description } : {}) });
+const timestamp = z.string().openapi({ format: 'date-time' });
+const nullableTimestamp = z.string().nullable().openapi({ format: 'date-time' });
+
+export const errorSchema = z
+  .object({
+    error: z.string().openapi({ description: 'A message for a person' }),
+    code: z.string().openapi({
+      description:
+        'What went wrong, for a program: validation_error, invalid_json, malformed_request, unauthorized, forbidden, ' +
+        'seller_inactive, not_found, duplicate_email, already_processed, payload_too_large, ' +
+        'unsupported_media_type, idempotency_key_reused, service_unavailable, overloaded, internal_error',
+      example: 'validation_error',
+    }),
+    fields: z
+      .record(z.string(), z.string())
+      .optional()
+      .openapi({ description: 'With validation_error: each offending field and what is wrong with it' }),
+  })
+  .catchall(z.unknown())
+  .openapi('Error', { description: 'Every error answer; some codes carry further details' });
 
 export const sellerSchema = z
   .object({
-    id: z.string(),
+    id: uuid(),
     name: z.string(),
-    email: z.string(),
-    phone: z.string(),
-    credit_balance: z.string(),
+    email: z.string().openapi({ format: 'email' }),
+    phone: z.string().openapi({ example: '09121234567' }),
+    credit_balance: moneySchema,
     is_active: z.boolean(),
-    created_at: z.string(),
+    created_at: timestamp,
   })
   .openapi('Seller');
 
 export const creditRequestSchema = z
   .object({
-    id: z.string(),
-    seller: z.string(),
-    amount: z.string(),
+    id: uuid(),
+    seller: uuid('The seller id'),
+    amount: moneySchema,
     status: z.enum(creditRequestStatuses),
-    requested_at: z.string(),
-    processed_at: z.string().nullable(),
+    requested_at: timestamp,
+    processed_at: nullableTimestamp,
     processed_by: z.string().nullable(),
   })
   .openapi('CreditRequest');
 
 export const transactionSchema = z
   .object({
-    id: z.string(),
-    seller_id: z.string(),
+    id: z.string().openapi({ description: 'Grows in the order rows were applied' }),
+    seller_id: uuid(),
     type: z.enum(transactionTypes),
-    amount: z.string(),
-    balance_after: z.string(),
-    credit_request_id: z.string().nullable(),
+    amount: signedMoneySchema,
+    balance_after: moneySchema,
+    credit_request_id: z.string().nullable().openapi({ format: 'uuid' }),
     phone_number: z.string().nullable(),
     description: z.string().nullable(),
-    created_at: z.string(),
+    created_at: timestamp,
   })
   .openapi('Transaction');
 
 export const phoneNumberSchema = z
-  .object({ number: z.string(), total_charged: z.string(), charge_count: z.number(), created_at: z.string() })
+  .object({
+    number: z.string().openapi({ example: '09121234567' }),
+    total_charged: moneySchema,
+    charge_count: z.number().openapi({ type: 'integer' }),
+    created_at: timestamp,
+  })
   .openapi('PhoneNumber');
 
 export const jobSchema = z
   .object({
-    job_id: z.string(),
+    job_id: uuid(),
     type: z.enum(jobTypes),
-    seller_id: z.string(),
+    seller_id: uuid(),
     status: z.enum(jobStatuses),
-    submitted_at: z.string(),
-    finished_at: z.string().nullable(),
-    result: z.record(z.string(), z.unknown()).nullable(),
-    error: z.record(z.string(), z.unknown()).nullable(),
+    submitted_at: timestamp,
+    finished_at: nullableTimestamp,
+    result: z.record(z.string(), z.unknown()).nullable().openapi({
+      description:
+        'When succeeded; a sale: {transaction_id, seller_id, phone_number, amount, new_balance} (amounts as strings)',
+    }),
+    error: z
+      .record(z.string(), z.unknown())
+      .nullable()
+      .openapi({ description: 'When rejected or failed: {error, code, ...details}' }),
   })
   .openapi('Job');
 
 export const jobAcceptedSchema = z
   .object({
-    job_id: z.string(),
+    job_id: uuid(),
     status: z
       .enum(jobStatuses)
       .openapi({ description: '`queued` for a new job; an idempotent replay shows the job as it is now' }),
-    status_url: z.string(),
+    status_url: z.string().openapi({ example: '/api/jobs/0190f5a2-7c3e-7b1a-9d2e-5f4a3b2c1d0e' }),
   })
   .openapi('JobAccepted');
 
 export const listOf = <T extends z.ZodType>(item: T) =>
-  z.object({ items: z.array(item), next_cursor: z.string().nullable() });
+  z.object({
+    items: z.array(item),
+    next_cursor: z.string().nullable().openapi({ description: 'Pass as ?cursor= for the next page; null on the last' }),
+  });
+
+/** Named once: two routes answer with it. */
+export const transactionListSchema = listOf(transactionSchema).openapi('TransactionList');
 
 export const jsonBody = <T extends z.ZodType>(schema: T) => ({
   required: true,
@@ -138,17 +199,51 @@ export const json = <T extends z.ZodType>(schema: T, description: string) => ({
   description,
 });
 
-/** The error answers every authenticated route may give. */
-export const errorResponses = {
-  400: json(errorSchema, 'Invalid request; the offending fields are named'),
-  401: json(errorSchema, 'No token, or a wrong one'),
-  403: json(errorSchema, 'Not yours, or admin only'),
-  404: json(errorSchema, 'No such resource'),
-  503: json(
-    errorSchema,
-    'PostgreSQL or Redis unavailable (service_unavailable), or the API saturated (overloaded); Retry-After when known',
-  ),
+const retryAfter = {
+  'Retry-After': {
+    description: 'Seconds after which the request may be sent again, when known',
+    schema: { type: 'integer' as const, minimum: 0 },
+  },
 };
+
+/** Every error status the API answers with, each in the contract's error shape. */
+const errorAnswers = {
+  400: json(
+    errorSchema,
+    'Invalid request (validation_error, invalid_json, malformed_request); `fields` names the offending ones',
+  ),
+  401: json(errorSchema, 'No token, or a wrong one (unauthorized)'),
+  403: json(errorSchema, 'Not yours, or not allowed to this caller (forbidden)'),
+  404: json(errorSchema, 'No such resource (not_found); a malformed id matches nothing'),
+  409: json(errorSchema, 'Conflict'),
+  413: json(errorSchema, 'The body is larger than 64 KiB (payload_too_large)'),
+  415: json(errorSchema, 'The body is not JSON (unsupported_media_type)'),
+  422: json(errorSchema, 'Idempotency-Key reused with another request (idempotency_key_reused)'),
+  500: json(errorSchema, 'Internal error (internal_error); nothing was done'),
+  503: {
+    ...json(
+      errorSchema,
+      'PostgreSQL or Redis unavailable (service_unavailable), or the API saturated (overloaded); nothing was done',
+    ),
+    headers: retryAfter,
+  },
+};
+type ErrorStatus = keyof typeof errorAnswers;
+
+/**
+ * The error answers of one operation: those given, plus the ones every `/api` route may give
+ * (401: who are you; 500; 503). Statuses of a body (400, 413, 415) come with `withBody`.
+ */
+export function errorResponses<S extends ErrorStatus>(...statuses: S[]) {
+  const all = [...statuses, 401, 500, 503] as ErrorStatus[];
+  return Object.fromEntries(all.sort((a, b) => a - b).map((status) => [status, errorAnswers[status]])) as Pick<
+    typeof errorAnswers,
+    S | 401 | 500 | 503
+  >;
+}
+
+/** The error statuses of any request with a JSON body: invalid, too large, or not JSON. */
+export const withBody = [400, 413, 415] as const;
 
 export const bearer = [{ bearer: [] }];
 

@@ -9,6 +9,7 @@ import {
   amountSchema,
   bearer,
   errorResponses,
+  errorSchema,
   idempotencyKeyHeader,
   idempotencyKeyOf,
   isUuid,
@@ -18,6 +19,7 @@ import {
   jsonBody,
   phoneSchema,
   preferHeader,
+  withBody,
 } from '../schemas.ts';
 import { respondWithJob } from '../services/job-response.ts';
 import { submitJob } from '../services/submit-job.ts';
@@ -29,6 +31,7 @@ const chargeSaleBody = z
 const createChargeSale = createRoute({
   method: 'post',
   path: '/api/charge-sales',
+  operationId: 'createChargeSale',
   tags: ['Charge sales'],
   summary: 'Sell a phone charge, paid from the seller balance; the sale runs as a job',
   security: bearer,
@@ -37,8 +40,8 @@ const createChargeSale = createRoute({
   responses: {
     202: json(jobAcceptedSchema, 'Queued: poll status_url'),
     200: json(jobSchema, 'Finished within the time asked for with Prefer: wait'),
-    422: json(z.object({ error: z.string(), code: z.string() }), 'Idempotency-Key reused with another request'),
-    ...errorResponses,
+    ...errorResponses(...withBody, 403, 404, 422),
+    403: json(errorSchema, "Another seller's, or the seller is inactive (forbidden, seller_inactive)"),
   },
 });
 

@@ -12,6 +12,7 @@ import {
   bearer,
   creditRequestSchema,
   errorResponses,
+  errorSchema,
   idSchema,
   isUuid,
   jobAcceptedSchema,
@@ -22,6 +23,7 @@ import {
   paginationQuery,
   pathId,
   preferHeader,
+  withBody,
 } from '../schemas.ts';
 import { respondWithJob } from '../services/job-response.ts';
 import { submitJob } from '../services/submit-job.ts';
@@ -30,18 +32,20 @@ import { creditRequestView, listView } from '../services/views.ts';
 const createCreditRequest = createRoute({
   method: 'post',
   path: '/api/credit-requests',
+  operationId: 'createCreditRequest',
   tags: ['Credit requests'],
   summary: 'Ask for a credit increase; an operator approves or rejects it',
   security: bearer,
   request: {
     body: jsonBody(z.strictObject({ seller: z.string(), amount: amountSchema }).openapi('CreateCreditRequest')),
   },
-  responses: { 201: json(creditRequestSchema, 'The pending request'), ...errorResponses },
+  responses: { 201: json(creditRequestSchema, 'The pending request'), ...errorResponses(...withBody, 403, 404) },
 });
 
 const listCreditRequests = createRoute({
   method: 'get',
   path: '/api/credit-requests',
+  operationId: 'listCreditRequests',
   tags: ['Credit requests'],
   summary: 'List credit requests (admin: all; seller: own)',
   security: bearer,
@@ -52,12 +56,16 @@ const listCreditRequests = createRoute({
       ...paginationQuery,
     }),
   },
-  responses: { 200: json(listOf(creditRequestSchema), 'Credit requests, newest first'), ...errorResponses },
+  responses: {
+    200: json(listOf(creditRequestSchema).openapi('CreditRequestList'), 'Credit requests, newest first'),
+    ...errorResponses(400, 403),
+  },
 });
 
 const processCreditRequest = createRoute({
   method: 'post',
   path: '/api/credit-requests/{id}/process',
+  operationId: 'processCreditRequest',
   tags: ['Credit requests'],
   summary: 'Approve or reject a pending request (admin); runs as a job on the seller partition',
   security: bearer,
@@ -69,8 +77,8 @@ const processCreditRequest = createRoute({
   responses: {
     202: json(jobAcceptedSchema, 'Queued: poll status_url'),
     200: json(jobSchema, 'Finished within the time asked for with Prefer: wait'),
-    409: json(z.object({ error: z.string(), code: z.string() }), 'No longer pending'),
-    ...errorResponses,
+    ...errorResponses(...withBody, 403, 404, 409),
+    409: json(errorSchema, 'No longer pending (already_processed)'),
   },
 });
 

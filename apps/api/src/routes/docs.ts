@@ -8,7 +8,19 @@ export const openApiInfo = {
     title: 'Charge Sales API',
     version: '1.0.0',
     description: 'Sellers hold a credit balance, ask for credit, and sell phone charges paid from it.',
+    // The project grants no license (no LICENSE file, none in package.json): all rights reserved.
+    license: { name: 'Proprietary', identifier: 'LicenseRef-Proprietary' },
   },
+  // Relative: the API is wherever this document was fetched from (an SDK is given its base URL).
+  servers: [{ url: '/', description: 'The server that serves this document' }],
+  tags: [
+    { name: 'Sellers', description: 'Sellers, their balances, ledgers and reconciliation' },
+    { name: 'Credit requests', description: 'A seller asks for credit; an operator approves or rejects it' },
+    { name: 'Charge sales', description: 'Selling a phone charge, paid from the seller balance' },
+    { name: 'Jobs', description: 'Sales and approvals run as jobs: poll them, or follow their events' },
+    { name: 'Ledger', description: 'Every movement of credit, append-only' },
+    { name: 'Phone numbers', description: 'Charged phone numbers with their totals' },
+  ],
 };
 
 type Schema = {

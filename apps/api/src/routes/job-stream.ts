@@ -12,6 +12,7 @@ const HEARTBEAT_MS = 15_000;
 const streamJob = createRoute({
   method: 'get',
   path: '/api/jobs/{id}/events',
+  operationId: 'streamJobEvents',
   tags: ['Jobs'],
   summary:
     "A job's status changes as Server-Sent Events: its state at once, one event per change, closed after the final one",
@@ -22,7 +23,7 @@ const streamJob = createRoute({
       description: 'event: job, data: the job resource (JSON), one per status change',
       content: { 'text/event-stream': { schema: z.string() } },
     },
-    ...errorResponses,
+    ...errorResponses(403, 404),
   },
 });
 

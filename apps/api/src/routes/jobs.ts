@@ -11,11 +11,12 @@ import type { JobRow } from '../services/submit-job.ts';
 const getJob = createRoute({
   method: 'get',
   path: '/api/jobs/{id}',
+  operationId: 'getJob',
   tags: ['Jobs'],
   summary: 'The status and result of a job',
   security: bearer,
   request: { params: pathId },
-  responses: { 200: json(jobSchema, 'The job'), ...errorResponses },
+  responses: { 200: json(jobSchema, 'The job'), ...errorResponses(403, 404) },
 });
 
 /** Loads a job the caller may see: 404 if there is none, 403 if it is another seller's. */

@@ -12,21 +12,33 @@ import { listView, phoneNumberView } from '../services/views.ts';
 const listPhoneNumbers = createRoute({
   method: 'get',
   path: '/api/phone-numbers',
+  operationId: 'listPhoneNumbers',
   tags: ['Phone numbers'],
   summary: 'Charged phone numbers with their totals (admin), newest first',
   security: bearer,
   request: { query: z.object(paginationQuery) },
-  responses: { 200: json(listOf(phoneNumberSchema), 'Phone numbers'), ...errorResponses },
+  responses: {
+    200: json(listOf(phoneNumberSchema).openapi('PhoneNumberList'), 'Phone numbers'),
+    ...errorResponses(400, 403),
+  },
 });
 
 const getPhoneNumber = createRoute({
   method: 'get',
   path: '/api/phone-numbers/{number}',
+  operationId: 'getPhoneNumber',
   tags: ['Phone numbers'],
   summary: 'One phone number (admin)',
   security: bearer,
-  request: { params: z.object({ number: z.string().openapi({ param: { name: 'number', in: 'path' } }) }) },
-  responses: { 200: json(phoneNumberSchema, 'The phone number'), ...errorResponses },
+  request: {
+    params: z.object({
+      number: z.string().openapi({
+        param: { name: 'number', in: 'path', description: '09…, +989… or 989…' },
+        example: '09121234567',
+      }),
+    }),
+  },
+  responses: { 200: json(phoneNumberSchema, 'The phone number'), ...errorResponses(403, 404) },
 });
 
 export function registerPhoneNumberRoutes(app: OpenAPIHono<AppEnv>) {

@@ -13,15 +13,19 @@ import { parseSellerPage, readSellers } from '../read-model/sellers.ts';
 import {
   bearer,
   errorResponses,
+  errorSchema,
   isUuid,
   json,
   jsonBody,
   listOf,
+  moneySchema,
   paginationQuery,
   pathId,
   phoneSchema,
   sellerSchema,
-  transactionSchema,
+  signedMoneySchema,
+  transactionListSchema,
+  withBody,
 } from '../schemas.ts';
 import { listView, sellerView, transactionView } from '../services/views.ts';
 
@@ -50,95 +54,118 @@ const createSellerBody = z
 const createSeller = createRoute({
   method: 'post',
   path: '/api/sellers',
+  operationId: 'createSeller',
   tags: ['Sellers'],
   summary: 'Create a seller (admin); its api_key is shown only in this answer',
   security: bearer,
   request: { body: jsonBody(createSellerBody) },
   responses: {
-    201: json(sellerSchema.extend({ api_key: z.string() }), 'The seller, with its api key'),
-    409: json(z.object({ error: z.string(), code: z.string() }), 'Email already used'),
-    ...errorResponses,
+    201: json(
+      sellerSchema
+        .extend({ api_key: z.string().openapi({ description: "The seller's bearer token; shown only here" }) })
+        .openapi('CreatedSeller'),
+      'The seller, with its api key',
+    ),
+    ...errorResponses(...withBody, 403, 409),
+    409: json(errorSchema, 'Email already used (duplicate_email)'),
   },
 });
 
 const listSellers = createRoute({
   method: 'get',
   path: '/api/sellers',
+  operationId: 'listSellers',
   tags: ['Sellers'],
   summary: 'List sellers (admin: all; seller: itself)',
   security: bearer,
   request: { query: z.object(paginationQuery) },
-  responses: { 200: json(listOf(sellerSchema), 'Sellers, newest first'), ...errorResponses },
+  responses: {
+    200: json(listOf(sellerSchema).openapi('SellerList'), 'Sellers, newest first'),
+    ...errorResponses(400),
+  },
 });
 
 const getSeller = createRoute({
   method: 'get',
   path: '/api/sellers/{id}',
+  operationId: 'getSeller',
   tags: ['Sellers'],
-  summary: 'One seller',
+  summary: 'One seller (admin, or the seller itself)',
   security: bearer,
   request: { params: pathId },
-  responses: { 200: json(sellerSchema, 'The seller'), ...errorResponses },
+  responses: { 200: json(sellerSchema, 'The seller'), ...errorResponses(403, 404) },
 });
 
 const patchSeller = createRoute({
   method: 'patch',
   path: '/api/sellers/{id}',
+  operationId: 'updateSeller',
   tags: ['Sellers'],
   summary: 'Activate or deactivate a seller (admin); an inactive seller cannot sell',
   security: bearer,
   request: { params: pathId, body: jsonBody(z.strictObject({ is_active: z.boolean() }).openapi('PatchSeller')) },
-  responses: { 200: json(sellerSchema, 'The seller'), ...errorResponses },
+  responses: { 200: json(sellerSchema, 'The seller'), ...errorResponses(...withBody, 403, 404) },
 });
 
 const getBalance = createRoute({
   method: 'get',
   path: '/api/sellers/{id}/balance',
+  operationId: 'getSellerBalance',
   tags: ['Sellers'],
   summary: "A seller's credit balance",
   security: bearer,
   request: { params: pathId },
   responses: {
-    200: json(z.object({ seller_id: z.string(), credit_balance: z.string() }), 'The balance'),
-    ...errorResponses,
+    200: json(
+      z.object({ seller_id: z.string().openapi({ format: 'uuid' }), credit_balance: moneySchema }).openapi('Balance'),
+      'The balance',
+    ),
+    ...errorResponses(403, 404),
   },
 });
 
 const getSellerTransactions = createRoute({
   method: 'get',
   path: '/api/sellers/{id}/transactions',
+  operationId: 'listSellerTransactions',
   tags: ['Sellers'],
   summary: "A seller's ledger, newest first",
   security: bearer,
   request: { params: pathId, query: z.object(paginationQuery) },
-  responses: { 200: json(listOf(transactionSchema), 'Ledger rows'), ...errorResponses },
+  responses: {
+    200: json(transactionListSchema, 'Ledger rows'),
+    ...errorResponses(400, 403, 404),
+  },
 });
 
 const reconcileSeller = createRoute({
   method: 'get',
   path: '/api/sellers/{id}/reconcile',
+  operationId: 'reconcileSeller',
   tags: ['Sellers'],
   summary: 'Check that the balance equals the sum of the ledger and that the ledger hash chain verifies',
   security: bearer,
   request: { params: pathId },
   responses: {
     200: json(
-      z.object({
-        seller_id: z.string(),
-        current_balance: z.string(),
-        calculated_from_transactions: z.string(),
-        is_reconciled: z.boolean(),
-        difference: z.string(),
-        total_transactions: z.number(),
-        chain_head: z.string().nullable().openapi({ description: "The hmac of the seller's last ledger row" }),
-        chain_broken_at: z
-          .string()
-          .nullable()
-          .openapi({ description: 'The id of the first ledger row whose hmac does not verify, else null' }),
-      }),
+      z
+        .object({
+          seller_id: z.string().openapi({ format: 'uuid' }),
+          current_balance: moneySchema,
+          calculated_from_transactions: signedMoneySchema,
+          is_reconciled: z.boolean(),
+          difference: signedMoneySchema,
+          total_transactions: z.number().openapi({ type: 'integer' }),
+          chain_head: z.string().nullable().openapi({ description: "The hmac of the seller's last ledger row" }),
+          chain_broken_at: z
+            .string()
+            .nullable()
+            .openapi({ description: 'The id of the first ledger row whose hmac does not verify, else null' }),
+        })
+        .openapi('Reconciliation'),
       'The reconciliation',
     ),
-    ...errorResponses,
+    ...errorResponses(403, 404),
   },
 });
 

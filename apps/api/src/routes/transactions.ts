@@ -3,12 +3,13 @@ import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AppEnv } from '../context.ts';
 import { requireSellerAccess } from '../middleware/auth.ts';
 import { parseLedgerPage, readLedger } from '../read-model/ledger.ts';
-import { bearer, errorResponses, idSchema, json, listOf, paginationQuery, transactionSchema } from '../schemas.ts';
+import { bearer, errorResponses, idSchema, json, paginationQuery, transactionListSchema } from '../schemas.ts';
 import { listView, transactionView } from '../services/views.ts';
 
 const listTransactions = createRoute({
   method: 'get',
   path: '/api/transactions',
+  operationId: 'listTransactions',
   tags: ['Ledger'],
   summary: 'The ledger, newest first (admin: all; seller: own)',
   security: bearer,
@@ -19,7 +20,10 @@ const listTransactions = createRoute({
       ...paginationQuery,
     }),
   },
-  responses: { 200: json(listOf(transactionSchema), 'Ledger rows'), ...errorResponses },
+  responses: {
+    200: json(transactionListSchema, 'Ledger rows'),
+    ...errorResponses(400, 403),
+  },
 });
 
 export function registerTransactionRoutes(app: OpenAPIHono<AppEnv>) {
