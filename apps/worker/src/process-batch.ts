@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Database, failOpenJobs, isRetryableDatabaseError } from '@cs/db';
-import { applyJobs, type JobOutcome, type JobRef } from '@cs/ledger';
+import { applyJobs, failure, type JobOutcome, type JobRef } from '@cs/ledger';
 import type { Logger } from 'pino';
 
 export interface BatchDeps {
@@ -37,14 +37,9 @@ export async function processBatch(deps: BatchDeps, refs: readonly JobRef[]): Pr
       } catch (jobError) {
         if (deps.signal.aborted) throw jobError;
         deps.logger.error({ err: jobError, jobId: ref.id }, 'job failed; recorded as failed, nothing applied');
-        await withRetry(deps, () => failOpenJobs(deps.db, [ref.id], 'internal_error', 'The job could not be applied'));
-        outcomes.set(ref.id, {
-          jobId: ref.id,
-          status: 'failed',
-          result: null,
-          error: { error: 'The job could not be applied', code: 'internal_error' },
-          replayed: false,
-        });
+        const message = 'The job could not be applied';
+        await withRetry(deps, () => failOpenJobs(deps.db, [ref.id], 'internal_error', message));
+        outcomes.set(ref.id, failure(ref.id, 'internal_error', message));
       }
     }
   }

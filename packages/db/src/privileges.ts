@@ -46,19 +46,16 @@ export async function grantApplicationRole(owner: Sql, applicationUrl: string): 
   if (me?.user === role) return; // one URL for everything: nothing to split (a development setup)
   await createRoleIfMissing(owner, role, password);
 
-  const [state] = await owner<[{ super: boolean; owns: boolean; db: string }]>`
-    select r.rolsuper as super, current_database() as db,
-           exists (select 1 from pg_class c where pg_has_role(r.oid, c.relowner, 'MEMBER')
-                     and c.relnamespace = 'public'::regnamespace) as owns
-    from pg_roles r where r.rolname = ${role}`;
-  if (state?.super) throw new Error(`role ${role} of DATABASE_URL is a superuser; use a role of its own`);
-  if (state?.owns) throw new Error(`role ${role} of DATABASE_URL owns tables; reassign them to the migration role`);
+  const standing = await standingOf(owner, role);
+  if (standing?.super) throw new Error(`role ${role} of DATABASE_URL is a superuser; use a role of its own`);
+  if (standing?.owns) throw new Error(`role ${role} of DATABASE_URL owns tables; reassign them to the migration role`);
 
   const r = ident(role);
+  const [{ db }] = await owner<[{ db: string }]>`select current_database() as db`;
   await owner.begin(async (tx) => {
     await tx.unsafe(`revoke create on schema public from public`);
-    await tx.unsafe(`revoke temporary on database ${ident(state?.db ?? '')} from public`);
-    await tx.unsafe(`grant connect on database ${ident(state?.db ?? '')} to ${r}`);
+    await tx.unsafe(`revoke temporary on database ${ident(db)} from public`);
+    await tx.unsafe(`grant connect on database ${ident(db)} to ${r}`);
     await tx.unsafe(`revoke all on all tables in schema public from ${r}`);
     await tx.unsafe(`revoke all on all sequences in schema public from ${r}`);
     await tx.unsafe(`revoke all on schema public from ${r}`);
@@ -87,18 +84,27 @@ async function createRoleIfMissing(owner: Sql, role: string, password: string): 
 /**
  * What a running process checks about its own connection: a superuser, or the owner of the
  * tables, can undo every guarantee the privileges give (disable the ledger's trigger, drop it).
- * A member of the owning role counts as its owner: PostgreSQL lets it do all the owner can.
  */
 export async function describeOverprivilegedRole(sql: Sql): Promise<string | null> {
-  const [row] = await sql<[{ role: string; super: boolean; owns: boolean }]>`
-    select r.rolname as role, r.rolsuper as super,
+  const [me] = await sql<[{ role: string }]>`select current_user as role`;
+  const standing = me ? await standingOf(sql, me.role) : undefined;
+  if (!me || !standing) return null;
+  if (standing.super) return `DATABASE_URL connects as ${me.role}, a superuser`;
+  if (standing.owns) return `DATABASE_URL connects as ${me.role}, the owner of the tables`;
+  return null;
+}
+
+/**
+ * Whether a role is a superuser, and whether it owns a table of ours. A member of the owning role
+ * counts as its owner: PostgreSQL lets it do all the owner can.
+ */
+async function standingOf(sql: Sql, role: string): Promise<{ super: boolean; owns: boolean } | undefined> {
+  const [row] = await sql<[{ super: boolean; owns: boolean }]>`
+    select r.rolsuper as super,
            exists (select 1 from pg_class c where pg_has_role(r.oid, c.relowner, 'MEMBER')
                      and c.relnamespace = 'public'::regnamespace) as owns
-    from pg_roles r where r.rolname = current_user`;
-  if (!row) return null;
-  if (row.super) return `DATABASE_URL connects as ${row.role}, a superuser`;
-  if (row.owns) return `DATABASE_URL connects as ${row.role}, the owner of the tables`;
-  return null;
+    from pg_roles r where r.rolname = ${role}`;
+  return row;
 }
 
 /**

@@ -1,4 +1,11 @@
-import { type ApprovalAction, type Database, isFinalJobStatus, type JobFailureCode, type JobType } from '@cs/db';
+import {
+  type ApprovalAction,
+  arrayLiteral,
+  type Database,
+  isFinalJobStatus,
+  type JobFailureCode,
+  type JobType,
+} from '@cs/db';
 import type { TransactionSql } from 'postgres';
 import { CHAIN_START, type ChainedRow, sealRow } from './chain.ts';
 import { type CreditRequestState, decideCreditRequest, decideSale, type SellerState } from './decisions.ts';
@@ -103,7 +110,7 @@ export interface LockedState {
  * are applied, as its chain needs, even if two transactions ever wrote one seller.
  */
 async function lockState(conn: Connection, refs: readonly JobRef[]): Promise<LockedState> {
-  const ids = uuidArray(refs.map((r) => r.id));
+  const ids = arrayLiteral(refs.map((r) => r.id));
   const [jobRows, sellerRows, requestRows, idRows] = await Promise.all([
     conn<JobRow[]>`
       select id, type, seller_id, partition, status, result, error, amount, phone_number, credit_request_id,
@@ -290,11 +297,6 @@ async function writeAll(conn: Connection, decided: Decided): Promise<void> {
   ]);
 }
 
-/** A PostgreSQL array literal of distinct uuids, as one parameter: the statement text never changes. */
-function uuidArray(ids: string[]): string {
-  return `{${[...new Set(ids)].join(',')}}`;
-}
-
 interface LedgerRow {
   id: string;
   jobId: string;
@@ -323,7 +325,8 @@ function refused(job: JobRow, refusal: Refusal): JobOutcome {
   return { jobId: job.id, type: job.type, status: 'rejected', result: null, error: refusal, replayed: false };
 }
 
-function failure(jobId: string, code: JobFailureCode, message: string): JobOutcome {
+/** The outcome of a job that was not applied, and never will be. */
+export function failure(jobId: string, code: JobFailureCode, message: string): JobOutcome {
   return { jobId, status: 'failed', result: null, error: { error: message, code }, replayed: false };
 }
 
