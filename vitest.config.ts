@@ -5,7 +5,7 @@ import { defineConfig } from 'vitest/config';
  * no database, seconds. `e2e`: everything else, against real PostgreSQL, Redis, API and worker
  * processes. `npm test` runs `unit` first and stops if it fails; `npx vitest run <file>` runs the
  * file in whichever project holds it (the e2e global setup only runs when an e2e file is picked).
- * The stress tests have a config of their own (vitest.stress.config.ts).
+ * The stress and scale tests have configs of their own (vitest.stress.config.ts, vitest.scale.config.ts).
  */
 export default defineConfig({
   test: {
@@ -22,7 +22,7 @@ export default defineConfig({
         test: {
           name: 'e2e',
           include: ['test/**/*.test.ts'],
-          exclude: ['test/unit/**', 'test/stress/**'],
+          exclude: ['test/unit/**', 'test/stress/**', 'test/scale/**'],
           globalSetup: ['test/global-setup.ts'],
           // Files run one after another: each starts real worker processes, and two files at once on
           // a 2-core machine would only measure each other.
