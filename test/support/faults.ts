@@ -552,7 +552,9 @@ export async function holdSellers(sql: Sql, sellers: TestSeller[]): Promise<{ re
     locked = resolve;
   });
   const transaction = sql.begin(async (tx) => {
-    await tx`select id from sellers where id = any(${sellers.map((s) => s.id)}::uuid[]) for no key update`;
+    // In id order, as the workers lock sellers: locked in another order, a batch holding one of
+    // them while waiting for another would deadlock with this transaction.
+    await tx`select id from sellers where id = any(${sellers.map((s) => s.id)}::uuid[]) order by id for no key update`;
     locked();
     await released;
   });
