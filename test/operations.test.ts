@@ -160,10 +160,41 @@ describe('operations: pushed results, metrics, OpenAPI, health, reconcile', () =
         .map((p) => p.name);
     expect(headersOf('/api/charge-sales')).toEqual(['idempotency-key', 'prefer']);
     expect(headersOf('/api/credit-requests/{id}/process')).toEqual(['prefer']);
+    // /docs is Swagger UI over this document (its rendering is proven in test/browser/docs.test.ts):
+    // the page, our init script and the package's own files, under a CSP with no inline script.
     const page = await fetch(`${system.baseUrl}/docs`);
     expect(page.headers.get('content-type')).toContain('text/html');
+    expect(page.headers.get('content-security-policy')).toContain("script-src 'self';");
+    expect(page.headers.get('x-frame-options')).toBe('DENY');
     const html = await page.text();
-    for (const route of documented) expect(html).toContain(route.split(' ')[1]);
+    expect(html).not.toMatch(/<script>|<script(?![^>]*\bsrc=)[^>]*>/);
+    const sources = [...html.matchAll(/(?:src|href)="(\/docs\/[^"]+)"/g)].map((m) => m[1] ?? '');
+    expect(sources).toContain('/docs/init.js');
+    const types: Record<string, string> = { js: 'text/javascript', css: 'text/css', png: 'image/png' };
+    for (const source of sources) {
+      const asset = await fetch(`${system.baseUrl}${source}`);
+      expect(asset.status, source).toBe(200);
+      expect(asset.headers.get('content-type'), source).toContain(types[source.split('.').at(-1) ?? '']);
+    }
+    const init = await (await fetch(`${system.baseUrl}/docs/init.js`)).text();
+    expect(init).toContain('"url":"/openapi.json"');
+    expect(init).toContain('"persistAuthorization":false');
+    // Only the allow-listed files of the package, under its own version: nothing else of the disk.
+    const bundle = sources.find((s) => s.endsWith('/swagger-ui-bundle.js')) ?? '';
+    expect((await fetch(`${system.baseUrl}${bundle}`)).headers.get('cache-control')).toContain('immutable');
+    const assets = bundle.slice(0, bundle.lastIndexOf('/'));
+    for (const path of [
+      `${assets}/package.json`,
+      `${assets}/swagger-ui.js`,
+      `${assets}/..%2Fpackage.json`,
+      `${assets}/%2E%2E%2F%2E%2E%2Fpackage.json`,
+      `${assets}/__proto__`,
+      `${assets}/constructor`,
+      '/docs/assets/0.0.0/swagger-ui-bundle.js',
+      '/docs/assets/swagger-ui-bundle.js',
+    ]) {
+      expect((await fetch(`${system.baseUrl}${path}`)).status, path).toBe(404);
+    }
   });
 
   it('answers /healthz and /readyz without a token', async () => {

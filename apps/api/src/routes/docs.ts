@@ -1,5 +1,9 @@
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import type { OpenAPIHono } from '@hono/zod-openapi';
-import { html, raw } from 'hono/html';
+import { html } from 'hono/html';
+import { secureHeaders } from 'hono/secure-headers';
 import type { AppEnv } from '../context.ts';
 
 export const openApiInfo = {
@@ -23,92 +27,117 @@ export const openApiInfo = {
   ],
 };
 
-type Schema = {
-  $ref?: string;
-  type?: string | string[];
-  properties?: Record<string, Schema>;
-  items?: Schema;
-  enum?: unknown[];
-};
-type Operation = {
-  summary?: string;
-  tags?: string[];
-  parameters?: Array<{ name: string; in: string; required?: boolean; schema?: Schema; description?: string }>;
-  requestBody?: { content?: Record<string, { schema?: Schema }> };
-  responses?: Record<string, { description?: string }>;
-};
+const requireHere = createRequire(import.meta.url);
+// The helper alone: the package's main module would load the whole browser bundle into Node.
+const swaggerUiDir: string = requireHere('swagger-ui-dist/absolute-path.js')();
+const swaggerUiVersion: string = requireHere('swagger-ui-dist/package.json').version;
 
-const escapeHtml = (value: unknown) => String(value).replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
+/** The version is in the path, so the assets can be cached for good and an upgrade still reaches browsers. */
+const ASSETS = `/docs/assets/${swaggerUiVersion}`;
 
-function describeSchema(schema: Schema | undefined, components: Record<string, Schema>, depth = 0): string {
-  if (!schema) return '';
-  if (schema.$ref) {
-    const name = schema.$ref.split('/').at(-1) ?? '';
-    return depth > 1
-      ? escapeHtml(name)
-      : `${escapeHtml(name)} ${describeSchema(components[name], components, depth + 1)}`;
+/** The only files served from the package, each with its type: a request names a key, never a path. */
+const assetTypes: Record<string, string> = {
+  'swagger-ui-bundle.js': 'text/javascript; charset=utf-8',
+  'swagger-ui.css': 'text/css; charset=utf-8',
+  'favicon-32x32.png': 'image/png',
+};
+const assets = new Map<string, Promise<Uint8Array<ArrayBuffer>>>();
+const readAsset = (file: string) => {
+  let content = assets.get(file);
+  if (!content) {
+    content = readFile(join(swaggerUiDir, file));
+    // A failed read is not kept: the next request tries again.
+    content.catch(() => assets.delete(file));
+    assets.set(file, content);
   }
-  if (schema.properties) {
-    const fields = Object.entries(schema.properties).map(
-      ([key, value]) => `<li><code>${escapeHtml(key)}</code> ${describeSchema(value, components, depth + 1)}</li>`,
-    );
-    return `<ul>${fields.join('')}</ul>`;
-  }
-  if (schema.enum) return `<em>${schema.enum.map(escapeHtml).join(' | ')}</em>`;
-  if (schema.items) return `array of ${describeSchema(schema.items, components, depth + 1)}`;
-  return `<em>${escapeHtml(Array.isArray(schema.type) ? schema.type.join(' | ') : (schema.type ?? 'any'))}</em>`;
-}
+  return content;
+};
 
 /**
- * A browsable reference rendered on the server from the OpenAPI document itself, so it is
- * always the document's twin and needs no assets from outside (the service may run offline).
+ * Swagger UI's options. Try-it-out sends requests from the page to this same origin with the
+ * token given under "Authorize" (the document's `bearer` scheme); the token stays in the page's
+ * memory only, since the machine may be shared. No query may point the page at another document,
+ * and no schema is sent to the public validator.
  */
+const swaggerUiOptions = {
+  url: '/openapi.json',
+  dom_id: '#swagger-ui',
+  deepLinking: true,
+  tryItOutEnabled: true,
+  persistAuthorization: false,
+  queryConfigEnabled: false,
+  validatorUrl: null,
+  displayRequestDuration: true,
+  layout: 'BaseLayout',
+};
+
+/** The initialisation is a file of its own, so the page's CSP allows no inline script. */
+const initScript = `'use strict';
+window.ui = SwaggerUIBundle(Object.assign(${JSON.stringify(swaggerUiOptions)}, {
+  presets: [SwaggerUIBundle.presets.apis],
+  plugins: [SwaggerUIBundle.plugins.DownloadUrl],
+}));
+`;
+
+const page = html`<!doctype html>
+<html lang="en">
+  <head>
+    <meta charset="utf-8" />
+    <meta name="viewport" content="width=device-width, initial-scale=1" />
+    <title>${openApiInfo.info.title}</title>
+    <link rel="icon" type="image/png" href="${ASSETS}/favicon-32x32.png" />
+    <link rel="stylesheet" href="${ASSETS}/swagger-ui.css" />
+    <style>
+      body { margin: 0; background: #fafafa; }
+    </style>
+  </head>
+  <body>
+    <noscript>This reference needs JavaScript. The OpenAPI document itself is at <a href="/openapi.json">/openapi.json</a>.</noscript>
+    <div id="swagger-ui"></div>
+    <script src="${ASSETS}/swagger-ui-bundle.js"></script>
+    <script src="/docs/init.js"></script>
+  </body>
+</html>`;
+
+/**
+ * Swagger UI is a script application: its own script and styles, the inline styles React sets,
+ * the data: images of its stylesheet, and requests to this origin only (the document, and
+ * try-it-out). Nothing from elsewhere, no inline script, no eval.
+ */
+const docsHeaders = secureHeaders({
+  xFrameOptions: 'DENY',
+  referrerPolicy: 'same-origin',
+  // HSTS is left to whatever terminates TLS: it binds the whole host, which one path of it should not decide.
+  strictTransportSecurity: false,
+  contentSecurityPolicy: {
+    defaultSrc: ["'none'"],
+    scriptSrc: ["'self'"],
+    styleSrc: ["'self'", "'unsafe-inline'"],
+    imgSrc: ["'self'", 'data:'],
+    connectSrc: ["'self'"],
+    fontSrc: ["'self'"],
+    frameAncestors: ["'none'"],
+    baseUri: ["'none'"],
+    formAction: ["'self'"],
+  },
+});
+
+/** `GET /docs`: an interactive reference of `/openapi.json`, served entirely by this API. */
 export function registerDocsRoutes(app: OpenAPIHono<AppEnv>) {
-  app.get('/docs', (c) => {
-    const doc = app.getOpenAPI31Document(openApiInfo) as unknown as {
-      paths: Record<string, Record<string, Operation>>;
-      components?: { schemas?: Record<string, Schema> };
-    };
-    const components = doc.components?.schemas ?? {};
-    const sections = Object.entries(doc.paths).flatMap(([path, methods]) =>
-      Object.entries(methods).map(([method, op]) => {
-        const params = (op.parameters ?? [])
-          .map(
-            (p) =>
-              `<li><code>${escapeHtml(p.name)}</code> (${escapeHtml(p.in)}${p.required ? ', required' : ''}) ${describeSchema(p.schema, components)}</li>`,
-          )
-          .join('');
-        const body = op.requestBody?.content?.['application/json']?.schema;
-        const responses = Object.entries(op.responses ?? {})
-          .map(([status, r]) => `<li><b>${escapeHtml(status)}</b> ${escapeHtml(r.description ?? '')}</li>`)
-          .join('');
-        return `<section><h3><span class="m ${method}">${method.toUpperCase()}</span> <code>${escapeHtml(path)}</code></h3>
-          <p>${escapeHtml(op.summary ?? '')}</p>
-          ${params ? `<h4>Parameters</h4><ul>${params}</ul>` : ''}
-          ${body ? `<h4>Body (JSON)</h4>${describeSchema(body, components)}` : ''}
-          <h4>Responses</h4><ul>${responses}</ul></section>`;
-      }),
-    );
-    return c.html(html`<!doctype html>
-      <html lang="en">
-        <head>
-          <meta charset="utf-8" />
-          <title>${openApiInfo.info.title}</title>
-          <style>
-            body { font: 15px/1.5 system-ui, sans-serif; max-width: 960px; margin: 2rem auto; padding: 0 1rem; color: #222; }
-            section { border-top: 1px solid #ddd; padding: .5rem 0; }
-            h3 { margin: .5rem 0 0; } h4 { margin: .5rem 0 0; font-size: .9rem; }
-            .m { display: inline-block; min-width: 4rem; font-size: .8rem; padding: .1rem .4rem; border-radius: 4px; color: #fff; text-align: center; }
-            .get { background: #2b6cb0; } .post { background: #2f855a; } .patch { background: #b7791f; }
-            code { background: #f4f4f4; padding: 0 .2rem; }
-          </style>
-        </head>
-        <body>
-          <h1>${openApiInfo.info.title}</h1>
-          <p>${openApiInfo.info.description} Authenticate with <code>Authorization: Bearer &lt;token&gt;</code>.
-            The machine-readable document is at <a href="/openapi.json">/openapi.json</a>.</p>
-          ${raw(sections.join(''))}
-        </body>
-      </html>`);
+  // Hono's `/docs/*` matches `/docs` itself too.
+  app.use('/docs/*', docsHeaders);
+
+  app.get('/docs', (c) => c.html(page));
+  app.get('/docs/init.js', (c) =>
+    c.body(initScript, 200, { 'Content-Type': 'text/javascript; charset=utf-8', 'Cache-Control': 'no-cache' }),
+  );
+  app.get('/docs/assets/:version/:file', async (c) => {
+    const { version, file } = c.req.param();
+    const type = Object.hasOwn(assetTypes, file) ? assetTypes[file] : undefined;
+    if (version !== swaggerUiVersion || !type) return c.notFound();
+    return c.body(await readAsset(file), 200, {
+      'Content-Type': type,
+      'Cache-Control': 'public, max-age=31536000, immutable',
+    });
   });
 }
