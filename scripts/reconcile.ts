@@ -8,7 +8,7 @@ import { createDb, describeConnectionError } from '@cs/db';
 import { reconcile } from '@cs/ledger';
 
 const config = loadConfig({ needsAdminToken: false });
-const { db, close } = createDb(config.DATABASE_URL, { max: 1 });
+const { db, close } = createDb(config.DATABASE_URL, { max: 1, prepare: config.DATABASE_PREPARE });
 const heads = process.argv.includes('--heads');
 try {
   const started = performance.now();

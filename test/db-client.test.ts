@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createDb, databaseErrorCode, isRetryableDatabaseError } from '@cs/db';
+import { createDb, databaseErrorCode, isRetryableDatabaseError, migrateDatabase, roleOf } from '@cs/db';
+import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { isolatedDatabase, testSql } from './support/db.ts';
 
@@ -79,6 +80,60 @@ describe('the database client of the API and the workers', () => {
       const result = await idleInTransaction(untimed.client, 1500);
       expect(result).toMatchObject({ committed: true, next: { ok: true }, backendAlive: true });
     });
+
+    it('is set per transaction (SET LOCAL), never on the session: nothing a pooled connection could carry over', async () => {
+      // One connection, so that every statement below runs in the same session.
+      const one = createDb(inject('databaseUrl'), { max: 1, idleInTransactionTimeoutMs: 500 });
+      try {
+        const show = async (run: typeof one.client | postgres.TransactionSql<{ bigint: bigint }>) => {
+          const [row] = await run<[{ value: string; pid: number }]>`
+            select current_setting('idle_in_transaction_session_timeout') as value, pg_backend_pid() as pid`;
+          return row;
+        };
+        const before = await show(one.client);
+        const inside = await one.client.begin((tx) => show(tx));
+        // Drizzle's transactions go through the same begin: they get it too.
+        const viaDrizzle = await one.db.transaction(async (tx) => {
+          const rows = await tx.execute<{ value: string }>(
+            "select current_setting('idle_in_transaction_session_timeout') as value",
+          );
+          return rows[0]?.value;
+        });
+        const after = await show(one.client);
+        expect(inside?.pid, 'one session throughout').toBe(before?.pid);
+        expect(after?.pid).toBe(before?.pid);
+        expect({ before: before?.value, inside: inside?.value, viaDrizzle, after: after?.value }).toEqual({
+          before: '0',
+          inside: '500ms',
+          viaDrizzle: '500ms',
+          after: '0',
+        });
+        // No startup parameter but the driver's own: a pooler refuses those it does not know.
+        expect(Object.keys(one.client.options.connection)).toEqual(['application_name']);
+      } finally {
+        await one.close();
+      }
+    });
+  });
+
+  describe('prepare', () => {
+    it('names and keeps prepared statements by default; with prepare: false (DATABASE_PREPARE=false) none', async () => {
+      const prepared = createDb(inject('databaseUrl'), { max: 1 });
+      const unnamed = createDb(inject('databaseUrl'), { max: 1, prepare: false });
+      try {
+        const count = (db: typeof prepared) =>
+          db.client<[{ n: number }]>`
+            select count(*)::int as n from pg_prepared_statements where statement like ${'%cs_prepare_probe%'}`;
+        for (const db of [prepared, unnamed]) {
+          for (let i = 0; i < 3; i++) await db.client`select ${i}::int as cs_prepare_probe`;
+        }
+        expect((await count(prepared))[0]?.n).toBeGreaterThanOrEqual(1);
+        expect((await count(unnamed))[0]?.n).toBe(0);
+      } finally {
+        await prepared.close();
+        await unnamed.close();
+      }
+    });
   });
 
   describe('plan_cache_mode', () => {
@@ -100,6 +155,31 @@ describe('the database client of the API and the workers', () => {
       await app?.close();
       await owner?.end();
       await database?.drop();
+    });
+
+    it("is the application role's default in its database, set by the migration: every session has it, pooled or not", async () => {
+      const { role } = roleOf(database.applicationUrl);
+      // A bare driver, no startup parameter of ours: what a pooler's server connection gets.
+      const bare = postgres(database.applicationUrl, { max: 1, onnotice: () => {} });
+      try {
+        const [row] = await bare<[{ plan_cache_mode: string }]>`show plan_cache_mode`;
+        expect(row?.plan_cache_mode).toBe('force_custom_plan');
+      } finally {
+        await bare.end();
+      }
+      const settings = () => owner<{ db: string; config: string[] }[]>`
+        select d.datname as db, s.setconfig as config from pg_db_role_setting s
+        join pg_roles r on r.oid = s.setrole left join pg_database d on d.oid = s.setdatabase
+        where r.rolname = ${role} and (d.datname = current_database() or s.setdatabase = 0)`;
+      const [{ db }] = await owner<[{ db: string }]>`select current_database() as db`;
+      // In this database only (roles are shared by the server), not for every database of the role.
+      expect(await settings()).toEqual([{ db, config: ['plan_cache_mode=force_custom_plan'] }]);
+      // The owner's sessions are left as they were.
+      const [mine] = await owner<[{ plan_cache_mode: string }]>`show plan_cache_mode`;
+      expect(mine?.plan_cache_mode).toBe('auto');
+      // Migrating again changes nothing.
+      await migrateDatabase(database.ownerUrl, { applicationUrl: database.applicationUrl });
+      expect(await settings()).toEqual([{ db, config: ['plan_cache_mode=force_custom_plan'] }]);
     });
 
     it('a statement prepared while a table was empty still uses its index once the table has grown', async () => {

@@ -14,7 +14,10 @@ const config = loadConfig();
 const logger = createLogger('api', config.LOG_LEVEL);
 await requireServices(config, 'api');
 
-const { db, close: closeDb } = createDb(config.DATABASE_URL, { max: config.DB_POOL_SIZE });
+const { db, close: closeDb } = createDb(config.DATABASE_URL, {
+  max: config.DB_POOL_SIZE,
+  prepare: config.DATABASE_PREPARE,
+});
 await requireLeastPrivilege(db.$client, {
   production: config.NODE_ENV === 'production',
   who: 'api',

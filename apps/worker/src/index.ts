@@ -15,10 +15,14 @@ await requireServices(config, 'worker');
 // sellers' rows locked, and the process that takes its partitions over would wait on them for as
 // long as it sleeps. PostgreSQL ends such a transaction once it has sat idle as long as a job's
 // lock lasts: by then the jobs are someone else's to apply, and the stalled process, once awake,
-// finds its transaction gone (a transient error: it retries and finds its jobs final).
+// finds its transaction gone (a transient error: it retries and finds its jobs final). This is
+// the one place that decides the timeout; createDb sets it with SET LOCAL at the start of every
+// transaction of the pool (the batch transaction of applyJobs among them), so it holds behind a
+// pooler in transaction mode too, and never outlives the transaction on a shared connection.
 const { db, close: closeDb } = createDb(config.DATABASE_URL, {
   max: config.DB_POOL_SIZE,
   idleInTransactionTimeoutMs: config.JOB_LOCK_MS,
+  prepare: config.DATABASE_PREPARE,
 });
 await requireLeastPrivilege(db.$client, {
   production: config.NODE_ENV === 'production',

@@ -11,7 +11,8 @@ const migrationsFolder = fileURLToPath(new URL('../../../drizzle', import.meta.u
 /**
  * Creates the database if it does not exist and applies every pending migration, connected as the
  * tables' owner. With `applicationUrl` (the role the API and workers use), it then makes sure that
- * role exists and holds only what they need (see privileges.ts).
+ * role exists, holds only what they need, and has its session defaults in this database (see
+ * privileges.ts). Run it against PostgreSQL itself, not through a pooler in transaction mode.
  */
 export async function migrateDatabase(ownerUrl: string, { applicationUrl }: { applicationUrl?: string } = {}) {
   await createDatabaseIfMissing(ownerUrl);

@@ -1,4 +1,4 @@
-import type { Sql } from 'postgres';
+import type { Sql, TransactionSql } from 'postgres';
 import { describeConnectionError } from './errors.ts';
 
 /**
@@ -35,15 +35,35 @@ export function urlAsRole(url: string, role: string, password: string): string {
 }
 
 /**
+ * Session defaults of the application role in the application's database, applied by PostgreSQL
+ * to every session the role opens there: direct, or a pooler's server connection (which logs in
+ * as the client's role), whatever the driver sends. Nothing a client sets per session survives a
+ * pooler in transaction mode, so these are set here, once, and nowhere else.
+ *
+ * `plan_cache_mode = force_custom_plan`: the processes prepare each statement once per connection,
+ * and PostgreSQL would then settle on a generic plan made from the table sizes of that moment
+ * (made on a fresh, empty `jobs` table, it scans the whole table for every job once the table has
+ * grown); planning each execution keeps the plans fit for the data. Without prepared statements
+ * (DATABASE_PREPARE=false) every execution is planned anyway, and the setting changes nothing.
+ */
+const ROLE_SETTINGS: Record<string, string> = { plan_cache_mode: 'force_custom_plan' };
+
+/**
  * Makes sure the application role exists (LOGIN, with the password of its URL, when it is
- * created) and holds exactly the privileges above on the current database. Run by the owner
- * after each migration, in one transaction, so running processes never see a moment without
- * their grants.
+ * created), holds exactly the privileges above on the current database, and has the session
+ * defaults above there. Run by the owner after each migration, in one transaction, so running
+ * processes never see a moment without their grants. A role's defaults reach new sessions only:
+ * a pooler's server connections opened before the first migration keep theirs until they close.
  */
 export async function grantApplicationRole(owner: Sql, applicationUrl: string): Promise<void> {
   const { role, password } = roleOf(applicationUrl);
   const [me] = await owner<[{ user: string }]>`select current_user as user`;
-  if (me?.user === role) return; // one URL for everything: nothing to split (a development setup)
+  if (me?.user === role) {
+    // One URL for everything: nothing to split (a development setup), but the processes still
+    // connect as this role, and a role may set its own defaults.
+    await setRoleDefaults(owner, role);
+    return;
+  }
   await createRoleIfMissing(owner, role, password);
 
   const standing = await standingOf(owner, role);
@@ -66,7 +86,36 @@ export async function grantApplicationRole(owner: Sql, applicationUrl: string): 
         await tx.unsafe(`grant update (${update.map(ident).join(', ')}) on ${ident(table)} to ${r}`);
     }
     for (const sequence of SEQUENCES) await tx.unsafe(`grant usage on sequence ${ident(sequence)} to ${r}`);
+    await setRoleDefaults(tx, role);
   });
+}
+
+/**
+ * `ALTER ROLE … IN DATABASE … SET` for each of ROLE_SETTINGS the role lacks in the current
+ * database. Scoped to this database, as the grants are: roles are shared by the whole server, and
+ * another database's sessions of the same role are not ours to change. Already set, nothing is
+ * written, so running the migration again changes nothing.
+ */
+async function setRoleDefaults(sql: Sql | TransactionSql, role: string): Promise<void> {
+  const [{ db }] = await sql<[{ db: string }]>`select current_database() as db`;
+  for (const [name, value] of Object.entries(ROLE_SETTINGS)) {
+    const [{ set }] = await sql<[{ set: boolean }]>`
+      select exists (select 1 from pg_db_role_setting s
+                     join pg_roles r on r.oid = s.setrole
+                     join pg_database d on d.oid = s.setdatabase
+                     where r.rolname = ${role} and d.datname = ${db}
+                       and ${`${name}=${value}`} = any(s.setconfig)) as set`;
+    if (set) continue;
+    try {
+      await sql.unsafe(`alter role ${ident(role)} in database ${ident(db)} set ${name} = ${literal(value)}`);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new Error(
+        `cannot set ${name} = ${value} for role ${role} of DATABASE_URL (${reason}); ` +
+          `a superuser can: ALTER ROLE ${ident(role)} IN DATABASE ${ident(db)} SET ${name} = ${value}`,
+      );
+    }
+  }
 }
 
 async function createRoleIfMissing(owner: Sql, role: string, password: string): Promise<void> {
