@@ -148,6 +148,32 @@ describe('loadConfig', () => {
     });
   });
 
+  describe('DATABASE_PREPARE', () => {
+    it('defaults to true: named prepared statements', () => {
+      expect(load({}).DATABASE_PREPARE).toBe(true);
+      expect(load(production()).DATABASE_PREPARE).toBe(true);
+    });
+
+    it('is false only when set to false (behind PgBouncer in transaction mode), true when set to true', () => {
+      expect(load({ DATABASE_PREPARE: 'false' }).DATABASE_PREPARE).toBe(false);
+      expect(load(production({ DATABASE_PREPARE: 'false' })).DATABASE_PREPARE).toBe(false);
+      expect(load({ DATABASE_PREPARE: 'true' }).DATABASE_PREPARE).toBe(true);
+    });
+
+    it.each(['0', 'no', 'FALSE', 'off', 'yes'])('refuses %j in one line rather than guess', (value) => {
+      expect(() => load({ DATABASE_PREPARE: value })).toThrow(
+        'config: DATABASE_PREPARE: DATABASE_PREPARE must be true or false',
+      );
+    });
+  });
+
+  it('takes an empty variable as unset, as "VAR=" in an env file means', () => {
+    const config = load({ METRICS_TOKEN: '', DATABASE_PREPARE: '', PORT: '' });
+    expect(config.METRICS_TOKEN).toBeUndefined();
+    expect(config).toMatchObject({ DATABASE_PREPARE: true, PORT: 3000 });
+    expect(() => load({ METRICS_TOKEN: 'short' })).toThrow(/^config: METRICS_TOKEN: /);
+  });
+
   it('names the variable of a value that does not parse, in one line', () => {
     expect(() => load({ PORT: 'eighty' })).toThrow(/^config: PORT: /);
     expect(() => load({ NODE_ENV: 'staging' })).toThrow(/^config: NODE_ENV: /);

@@ -30,6 +30,14 @@ const schema = z.object({
   PARTITIONS: z.coerce.number().int().min(1).max(1024).default(16),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   DB_POOL_SIZE: z.coerce.number().int().min(1).max(100).default(10),
+  /**
+   * Named prepared statements (parsed once per connection). `false` behind a pooler that cannot
+   * carry them from one transaction to the next: PgBouncer's transaction pooling before 1.21.
+   */
+  DATABASE_PREPARE: z
+    .enum(['true', 'false'], { error: 'DATABASE_PREPARE must be true or false' })
+    .default('true')
+    .transform((value) => value === 'true'),
   /** Jobs one partition applies in one database transaction at most. */
   BATCH_SIZE: z.coerce.number().int().min(1).max(1000).default(100),
   /** How long a worker's claim on a partition lives without renewal; a dead worker's partitions move after this. */
@@ -70,7 +78,8 @@ export function loadConfig({
   env?: NodeJS.ProcessEnv;
   fail?: (line: string) => never;
 } = {}): Config {
-  const parsed = schema.safeParse(env);
+  // An empty variable counts as unset, as `FOO=` in an env file or `${FOO:-}` in Compose means.
+  const parsed = schema.safeParse(Object.fromEntries(Object.entries(env).filter(([, value]) => value !== '')));
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     return fail(`config: ${issue?.path.join('.')}: ${issue?.message}`);
