@@ -1,6 +1,6 @@
 import { createLogger, loadConfig, requireServices } from '@cs/config';
 import { createDb, requireLeastPrivilege } from '@cs/db';
-import { createRedis } from '@cs/queue';
+import { createRedis, requireSamePartitionCount } from '@cs/queue';
 import { serve } from '@hono/node-server';
 import { createApp } from './app.ts';
 import { ApiError } from './errors.ts';
@@ -23,6 +23,7 @@ await requireLeastPrivilege(db.$client, {
   who: 'api',
   url: config.DATABASE_URL,
 });
+await requireSamePartitionCount(db, config.PARTITIONS, 'api');
 const redis = createRedis(config.REDIS_URL, { failFast: true });
 const subscriber = createRedis(config.REDIS_URL);
 for (const connection of [redis, subscriber]) {

@@ -2,7 +2,7 @@ import { createServer } from 'node:http';
 import { createLogger, loadConfig, requireServices } from '@cs/config';
 import { createDb, requireLeastPrivilege } from '@cs/db';
 import type { JobOutcome, JobRef } from '@cs/ledger';
-import { Batcher, createRedis } from '@cs/queue';
+import { Batcher, createRedis, requireSamePartitionCount } from '@cs/queue';
 import { PartitionConsumer } from './partition-consumer.ts';
 import { PartitionManager } from './partition-manager.ts';
 import { processBatch } from './process-batch.ts';
@@ -29,6 +29,7 @@ await requireLeastPrivilege(db.$client, {
   who: 'worker',
   url: config.DATABASE_URL,
 });
+await requireSamePartitionCount(db, config.PARTITIONS, 'worker');
 const redis = createRedis(config.REDIS_URL);
 redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
 const shutdown = new AbortController();
