@@ -136,8 +136,12 @@ describe('operator pages (/admin) over HTTP', () => {
       const home = await client.get('/admin', { token: ADMIN_TOKEN, headers: { accept: BROWSER } });
       expect(home.status).toBe(200);
       expect(home.headers.get('content-type')).toMatch(/text\/html/);
-      expect(home.body).toContain('Credit requests');
+      expect(home.body).toContain('<h1>The last hour</h1>');
+      expect(home.body).toContain('<a href="/admin/credit-requests">Credit requests</a>');
       expect(home.headers.get('x-frame-options')).toBe('DENY');
+      const requests = await client.get('/admin/credit-requests', { token: ADMIN_TOKEN, headers: { accept: BROWSER } });
+      expect(requests.status).toBe(200);
+      expect(requests.body).toContain('<h1>Credit requests</h1>');
 
       const board = await client.get('/admin/queues', { token: ADMIN_TOKEN, headers: { accept: BROWSER } });
       expect(board.status).toBe(200);
@@ -275,7 +279,7 @@ describe('operator pages (/admin) over HTTP', () => {
       const seller = await createSeller(client, 'Approved by form');
       const requestId = await pendingRequest(seller, 1_250_000);
 
-      const listed = await (await browse('/admin', { jar })).text();
+      const listed = await (await browse('/admin/credit-requests', { jar })).text();
       expect(listed).toContain(`value="approve:${requestId}"`);
       expect(listed).toContain('1,250,000');
 

@@ -109,6 +109,7 @@ describe('a client generated from /openapi.json', () => {
       'GET /api/transactions': 'listTransactions',
       'GET /api/phone-numbers': 'listPhoneNumbers',
       'GET /api/phone-numbers/{number}': 'getPhoneNumber',
+      'GET /api/overview': 'getOverview',
     });
     for (const { route, op } of operations()) {
       const statuses = Object.keys(op.responses);

@@ -70,6 +70,7 @@ const matrix: Row[] = [
   row('GET /api/transactions?seller_id={target}',       [401, 401, 403, 200, 200]),
   row('GET /api/phone-numbers',                         [401, 401, 403, 403, 200]),
   row('GET /api/phone-numbers/{number}',                [401, 401, 403, 403, 200]),
+  row('GET /api/overview',                              [401, 401, 403, 403, 200]),
   row('GET /healthz',                                   [200, 200, 200, 200, 200]),
   row('GET /readyz',                                    [200, 200, 200, 200, 200]),
   row('GET /openapi.json',                              [200, 200, 200, 200, 200]),

@@ -11,6 +11,7 @@ import { openApiInfo, registerDocsRoutes } from './routes/docs.ts';
 import { registerHealthRoutes } from './routes/health.ts';
 import { registerJobStreamRoutes } from './routes/job-stream.ts';
 import { registerJobRoutes } from './routes/jobs.ts';
+import { registerOverviewRoutes } from './routes/overview.ts';
 import { registerPhoneNumberRoutes } from './routes/phone-numbers.ts';
 import { registerSellerRoutes } from './routes/sellers.ts';
 import { registerTransactionRoutes } from './routes/transactions.ts';
@@ -62,6 +63,7 @@ export function createApp(deps: AppDeps) {
   registerJobStreamRoutes(app);
   registerTransactionRoutes(app);
   registerPhoneNumberRoutes(app);
+  registerOverviewRoutes(app);
   registerAdminRoutes(app, deps);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });

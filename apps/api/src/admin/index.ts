@@ -9,6 +9,7 @@ import { type AdminEnv, wantsHtml } from './context.ts';
 import { creditRequestsPage, processRequestsForm } from './pages/credit-requests.tsx';
 import { ErrorPage } from './pages/error.tsx';
 import { loginPage, signIn, signOut } from './pages/login.tsx';
+import { overviewPage } from './pages/overview.tsx';
 import { phoneNumbersPage } from './pages/phone-numbers.tsx';
 import { sellerPage, setActiveForm } from './pages/seller.tsx';
 import { sellersPage } from './pages/sellers.tsx';
@@ -86,7 +87,7 @@ export function registerAdminRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps) {
   admin.post('/login', signIn);
   admin.post('/logout', signOut);
   admin.route('/queues', queueDashboard(deps));
-  admin.get('/', creditRequestsPage);
+  admin.get('/', overviewPage);
   admin.get('/credit-requests', creditRequestsPage);
   admin.post('/credit-requests/process', processRequestsForm);
   admin.get('/sellers', sellersPage);

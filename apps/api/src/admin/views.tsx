@@ -58,12 +58,15 @@ input,select{font:inherit;padding:.3rem .45rem;border:1px solid #a3acb8;border-r
 .cards{display:flex;gap:1rem;flex-wrap:wrap}
 .card{background:#fff;border:1px solid #d9dde3;border-radius:6px;padding:.8rem 1rem;min-width:12rem}
 .card .value{font-size:1.3rem;font-variant-numeric:tabular-nums}
+.chart-box{background:#fff;border:1px solid #d9dde3;border-radius:6px;padding:.4rem 1rem .8rem;margin:1rem 0}
+.chart-box h2{margin:.4rem 0}
+svg.chart{display:block;width:100%;height:auto}
 .login{max-width:24rem;margin:12vh auto;background:#fff;border:1px solid #d9dde3;border-radius:6px;padding:1.5rem}
 .login input{width:100%;margin:.4rem 0 1rem}
 code{font-size:.85em}
 `;
 
-type Section = 'requests' | 'sellers' | 'phones';
+type Section = 'overview' | 'requests' | 'sellers' | 'phones';
 
 /** The whole HTML document; the only style is inline, and no page runs any script. */
 export function Document(props: { title: string; children?: Child }) {
@@ -102,7 +105,8 @@ export function Layout(props: LayoutProps) {
     <Document title={props.title}>
       <header>
         <strong>Charge Sales · operator</strong>
-        {link('requests', '/admin', 'Credit requests')}
+        {link('overview', '/admin', 'Overview')}
+        {link('requests', '/admin/credit-requests', 'Credit requests')}
         {link('sellers', '/admin/sellers', 'Sellers')}
         {link('phones', '/admin/phone-numbers', 'Phone numbers')}
         <a href="/admin/queues">Queue dashboard</a>

@@ -24,6 +24,7 @@ export const openApiInfo = {
     { name: 'Jobs', description: 'Sales and approvals run as jobs: poll them, or follow their events' },
     { name: 'Ledger', description: 'Every movement of credit, append-only' },
     { name: 'Phone numbers', description: 'Charged phone numbers with their totals' },
+    { name: 'Operations', description: 'What operators watch: the last hour at a glance' },
   ],
 };
 

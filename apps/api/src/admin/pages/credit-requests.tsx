@@ -20,7 +20,7 @@ function optionalSellerId(value: string | undefined): string | undefined {
   return value;
 }
 
-/** `GET /admin` and `/admin/credit-requests`: pending ones first, each with its seller; approve or reject. */
+/** `GET /admin/credit-requests`: pending ones first, each with its seller; approve or reject. */
 export async function creditRequestsPage(c: AdminContext) {
   const { db } = c.var.deps;
   const status = statusFilters.find((s) => s === c.req.query('status')) ?? 'pending';

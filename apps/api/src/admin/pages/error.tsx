@@ -8,7 +8,7 @@ export function ErrorPage(props: { status: number; message: string }) {
       <h1>{props.status === 404 ? 'Not found' : `Something went wrong (${props.status})`}</h1>
       <p>{props.message}</p>
       <p>
-        <a href="/admin">Back to the credit requests</a>
+        <a href="/admin">Back to the overview</a>
       </p>
     </Layout>
   );
