@@ -3,13 +3,22 @@
 // project. Each e2e run uses a database and a Redis key prefix of its own (see
 // test/global-setup.ts); TEST_DATABASE_URL is the owner, the processes connect as the application
 // role `cs_app`. Extra arguments go to both vitest runs (`npm test -- -t idempotency`); with
-// `--config` (`npm run test:stress`) or `--project`, to a single run, as given.
+// `--config` (`npm run test:stress`) or `--project`, to a single run, as given. The tests run on
+// a supported Node.js: on an older machine node, on Node 24 from the cache (scripts/target-node.mjs).
 import { spawnSync } from 'node:child_process';
+import { delimiter, join } from 'node:path';
 import { ensureDependencies, ensureServices, root } from './prepare.mjs';
+import { targetNodeBinDir } from './target-node.mjs';
 
 const args = process.argv.slice(2);
 const named = (flag) => args.some((a) => a === flag || a.startsWith(`${flag}=`));
 const single = named('--config') || named('-c') || named('--project');
+
+const nodeBin = targetNodeBinDir();
+if (nodeBin !== join(process.execPath, '..')) {
+  console.log(`Node.js ${process.version} is past its end of life: the tests run on Node.js 24 from ${nodeBin}`);
+  process.env.PATH = `${nodeBin}${delimiter}${process.env.PATH ?? ''}`;
+}
 
 function vitest(extra) {
   const result = spawnSync('npx', ['vitest', 'run', ...extra, ...args], { cwd: root, stdio: 'inherit' });
