@@ -26,9 +26,18 @@ export interface BenchContext {
   readonly processes: RunProcesses;
   readonly load: LoadGenerator;
   readonly rssSampler: RssSampler;
+  /** The backends and CPU of the bench database; `metersFor` gives the same for another database. */
   readonly waitSampler: WaitSampler;
   readonly cpuMeter: CpuMeter;
+  /** Samplers of the running processes and of another database's backends (the bare pipeline's). */
+  readonly metersFor: (database: string) => { waitSampler: WaitSampler; cpuMeter: CpuMeter };
 }
+
+/**
+ * The CPU table's column of a process: the product's workers and the bare pipeline's worker are
+ * `workers`, its API `api` (the ceil phases run alone, so nothing else is counted with them).
+ */
+const cpuGroup = (processName: string) => processName.replace(/^ceil-/, '').replace(/^worker\d*$/, 'workers');
 
 /** The connections open lazily: nothing reaches the database before it is recreated. */
 export function createContext(options: BenchOptions): BenchContext {
@@ -38,21 +47,13 @@ export function createContext(options: BenchOptions): BenchContext {
   const redis = createRedis(config.redisUrl);
   redis.on('error', () => {});
   const processes = new RunProcesses(config, run);
-  return {
-    config,
-    run,
-    bench: createDb(config.databaseUrl, { max: 2 }),
-    sql,
-    redis,
-    processes,
-    load: new LoadGenerator(),
-    rssSampler: new RssSampler(() => processes.running().map((p) => ({ name: p.name, pid: p.pid }))),
-    waitSampler: new WaitSampler(sql, run.databaseName),
+  const metersFor = (database: string) => ({
+    waitSampler: new WaitSampler(sql, database),
     cpuMeter: new CpuMeter(
       sql,
-      run.databaseName,
+      database,
       () => [
-        ...processes.running().map((p) => ({ group: p.name.replace(/^worker\d+$/, 'workers'), pid: p.pid })),
+        ...processes.running().map((p) => ({ group: cpuGroup(p.name), pid: p.pid })),
         { group: 'bench', pid: process.pid },
       ],
       async () => {
@@ -60,6 +61,18 @@ export function createContext(options: BenchOptions): BenchContext {
         return Number(info.get('used_cpu_user') ?? 0) + Number(info.get('used_cpu_sys') ?? 0);
       },
     ),
+  });
+  return {
+    config,
+    run,
+    bench: createDb(config.databaseUrl, { max: 2 }),
+    sql,
+    redis,
+    processes,
+    load: new LoadGenerator(config.load),
+    rssSampler: new RssSampler(() => processes.running().map((p) => ({ name: p.name, pid: p.pid }))),
+    ...metersFor(run.databaseName),
+    metersFor,
   };
 }
 

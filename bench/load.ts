@@ -1,5 +1,6 @@
 /**
- * The load generator: a process of its own, so that the CPU it burns is not charged to the
+ * The autocannon load generator (the default; `--load wrk` drives the same workloads with wrk,
+ * bench/load-wrk.ts): a process of its own, so that the CPU it burns is not charged to the
  * processes it measures, and nothing it does shares their event loops. `load-process.ts` forks it
  * with an IPC channel, sends one `LoadPlan`, gets a `tick` a second and one `done` with the result.
  *
@@ -9,6 +10,7 @@
  * can be found in the jobs table afterwards.
  */
 import autocannon, { type Request, type RequestParams, type Result } from 'autocannon';
+import { amounts, creditAmount, MIXED_SALES, nilUuid, phones } from './request-mix.ts';
 
 export interface BenchSeller {
   id: string;
@@ -21,6 +23,12 @@ export interface LoadPlan {
   url: string;
   /** `sales`: every request a sale. `mixed`: of every 20 requests 18 sales, a credit request, its approval. */
   mode: 'sales' | 'mixed';
+  /**
+   * The request shape: `product` is the product's (the sync server takes it too), a sale being
+   * `POST /api/charge-sales` with the seller's api key; `ceiling` is the bare pipeline's
+   * (bench/ceiling.ts), `POST /sale` with an integer seller id and no authentication.
+   */
+  target: 'product' | 'ceiling';
   sellers: BenchSeller[];
   adminToken: string;
   durationSeconds: number;
@@ -52,13 +60,6 @@ export type LoadMessage =
   | { type: 'done'; result: LoadResult }
   | { type: 'failed'; message: string };
 
-/** 10,000 distinct numbers: phone totals get both new rows and updates, as in real traffic. */
-const phones = Array.from({ length: 10_000 }, (_, i) => `0912${String(i * 7 + 1_000_000).padStart(7, '0')}`);
-const amounts = [1_000, 2_000, 5_000, 10_000, 20_000];
-const creditAmount = 1_000_000;
-/** A request id that matches nothing, for an approval whose credit request was refused. */
-const nilUuid = '00000000-0000-0000-0000-000000000000';
-
 const pick = <T>(items: readonly T[]): T => items[Math.floor(Math.random() * items.length)] as T;
 
 interface Context {
@@ -66,6 +67,7 @@ interface Context {
 }
 
 function run(plan: LoadPlan): void {
+  if (plan.target === 'ceiling' && plan.mode !== 'sales') throw new Error('the bare pipeline takes sales only');
   // Startup (loading tsx and autocannon) is not load.
   const cpuAtStart = process.cpuUsage();
   const byKind: LoadResult['byKind'] = { sale: {}, credit_request: {}, approval: {} };
@@ -85,17 +87,28 @@ function run(plan: LoadPlan): void {
     'x-request-id': requestId(),
   });
 
+  const productSale = (request: RequestParams): RequestParams => {
+    const seller = pick(plan.sellers);
+    return {
+      ...request,
+      headers: headers(seller.key),
+      body: JSON.stringify({ seller_id: seller.id, phone_number: pick(phones), amount: pick(amounts) }),
+    };
+  };
+  // The bare pipeline has no authentication; the request id costs it a header, as it does the product.
+  const ceilingSale = (request: RequestParams): RequestParams => ({
+    ...request,
+    headers: { 'content-type': 'application/json', 'x-request-id': requestId() },
+    body: JSON.stringify({
+      seller_id: Number(pick(plan.sellers).id),
+      phone_number: pick(phones),
+      amount: pick(amounts),
+    }),
+  });
   const sale: Request<Context> = {
     method: 'POST',
-    path: '/api/charge-sales',
-    setupRequest: (request: RequestParams) => {
-      const seller = pick(plan.sellers);
-      return {
-        ...request,
-        headers: headers(seller.key),
-        body: JSON.stringify({ seller_id: seller.id, phone_number: pick(phones), amount: pick(amounts) }),
-      };
-    },
+    path: plan.target === 'ceiling' ? '/sale' : '/api/charge-sales',
+    setupRequest: plan.target === 'ceiling' ? ceilingSale : productSale,
     onResponse: (status) => count('sale', status),
   };
   const creditRequest: Request<Context> = {
@@ -126,7 +139,7 @@ function run(plan: LoadPlan): void {
     onResponse: (status) => count('approval', status),
   };
   const requests =
-    plan.mode === 'sales' ? [sale] : [...Array.from({ length: 18 }, () => sale), creditRequest, approval];
+    plan.mode === 'sales' ? [sale] : [...Array.from({ length: MIXED_SALES }, () => sale), creditRequest, approval];
 
   let second = 0;
   const instance = autocannon<Context>(

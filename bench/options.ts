@@ -4,21 +4,26 @@
  */
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { urlAsRole } from '@cs/db';
+import type { LoadGeneratorName } from './load-process.ts';
+import { findWrk } from './load-wrk.ts';
+import { root } from './processes.ts';
 
 export const usage = `npm run bench -- [options]
   --workers N            worker processes (default 2)
   --duration S           seconds of load per HTTP workload (default 10)
   --max-requests N       at most N requests per HTTP workload (default 30000)
   --connections N        concurrent HTTP connections of the load generator (default 32)
+  --load autocannon|wrk  the HTTP load generator (default autocannon; wrk: Debian's, apt-get install wrk)
   --rate R               offer R requests/s in all (open loop) instead of as fast as answered,
                          e.g. half the peak, to read latency below saturation
   --sellers N            sellers of the spread and mixed workloads (default 1000)
   --lock-seconds S       seconds per row-lock reference (default 5)
   --lock-connections N   PostgreSQL connections of the row-lock reference (default 8)
-  --only a,b             run only these phases of spread,hot,mixed,synchot,syncspread,lockhot,lockspread
+  --only a,b             run only these phases of spread,hot,mixed,synchot,syncspread,ceilhot,ceilspread,lockhot,lockspread
+  --ceiling DIR          the bare pipeline of the ceil phases (default ../shared/ceiling from the project root)
   --profile              CPU-profile the API, workers and sync server (node --cpu-prof) and summarise
   --json FILE            also write every figure as JSON
   --keep-data            keep the database and Redis keys afterwards (kept anyway when a check fails)
@@ -26,7 +31,17 @@ Environment: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/cs_b
 recreated), BENCH_REDIS_URL or REDIS_URL, BATCH_SIZE, PARTITIONS, DB_POOL_SIZE (passed to the
 product), BENCH_SHOW_LOGS=1 (the processes' logs), BENCH_LOG_LEVEL (default warn).`;
 
-export const phaseNames = ['spread', 'hot', 'mixed', 'synchot', 'syncspread', 'lockhot', 'lockspread'] as const;
+export const phaseNames = [
+  'spread',
+  'hot',
+  'mixed',
+  'synchot',
+  'syncspread',
+  'ceilhot',
+  'ceilspread',
+  'lockhot',
+  'lockspread',
+] as const;
 export type PhaseName = (typeof phaseNames)[number];
 
 /** The figures' conditions: written into the JSON output as they are. */
@@ -35,6 +50,7 @@ export interface Config {
   durationSeconds: number;
   maxRequests: number;
   connections: number;
+  load: LoadGeneratorName;
   rate: number | undefined;
   sellers: number;
   lockSeconds: number;
@@ -51,6 +67,8 @@ export interface BenchOptions {
   config: Config;
   /** The phases to run (`--only`), all by default. */
   phases: ReadonlySet<PhaseName>;
+  /** The bare pipeline's folder (api.mjs, worker.mjs) for the ceil phases. */
+  ceilingDir: string;
   profile: boolean;
   json: string | undefined;
   keepData: boolean;
@@ -64,6 +82,8 @@ export function parseOptions(): BenchOptions {
       duration: { type: 'string', default: '10' },
       'max-requests': { type: 'string', default: '30000' },
       connections: { type: 'string', default: '32' },
+      load: { type: 'string', default: 'autocannon' },
+      ceiling: { type: 'string', default: '../shared/ceiling' },
       rate: { type: 'string' },
       sellers: { type: 'string', default: '1000' },
       'lock-seconds': { type: 'string', default: '5' },
@@ -84,6 +104,7 @@ export function parseOptions(): BenchOptions {
     durationSeconds: positive('duration', opts.duration),
     maxRequests: positive('max-requests', opts['max-requests']),
     connections: positive('connections', opts.connections),
+    load: loadGenerator(opts.load),
     rate: opts.rate === undefined ? undefined : positive('rate', opts.rate),
     sellers: positive('sellers', opts.sellers),
     lockSeconds: positive('lock-seconds', opts['lock-seconds']),
@@ -100,7 +121,21 @@ export function parseOptions(): BenchOptions {
   for (const name of phases) {
     if (!phaseNames.includes(name)) fail(`unknown phase "${name}"`);
   }
-  return { config, phases, profile: opts.profile, json: opts.json, keepData: opts['keep-data'] };
+  if (config.load === 'wrk' && config.rate !== undefined) fail('--rate needs autocannon: wrk has no open-loop mode');
+  return {
+    config,
+    phases,
+    ceilingDir: resolve(root, opts.ceiling),
+    profile: opts.profile,
+    json: opts.json,
+    keepData: opts['keep-data'],
+  };
+}
+
+function loadGenerator(value: string): LoadGeneratorName {
+  if (value !== 'autocannon' && value !== 'wrk') fail('--load must be autocannon or wrk');
+  if (value === 'wrk' && !findWrk()) fail('--load wrk: wrk is not on PATH (Debian: apt-get install wrk)');
+  return value;
 }
 
 function positive(name: string, value: string): number {

@@ -1,20 +1,45 @@
 /**
  * The measured phases, one after another: the HTTP workloads (the product's API, then the sync
- * server, each driven by the load generator) and the row-lock references (the same transaction
- * as the sync server from a few connections in a loop). Each phase is read and checked from the
- * database once its work has drained, and a line says how it went.
+ * server and the bare pipeline, each driven by the load generator) and the row-lock references
+ * (the same transaction as the sync server from a few connections in a loop). Each phase is read
+ * and checked from the database once its work has drained, and a line says how it went.
  */
+import type { Ceiling } from './ceiling.ts';
 import type { BenchContext } from './context.ts';
 import { connect, type DirectSale, sellInOneTransaction } from './direct-sale.ts';
 import { backlog, drain, settleSync } from './drain.ts';
 import type { BenchSeller, LoadPlan, LoadResult } from './load.ts';
 import type { PhaseName } from './options.ts';
 import { elapsed, fmt, log } from './output.ts';
-import { commandDelta, parseCommandStats } from './samplers.ts';
+import { type CpuMeter, commandDelta, parseCommandStats, type WaitSampler } from './samplers.ts';
 import { type JobStats, jobStats, judgeHttpPhase, judgeRowLockPhase, unreconciledSellers } from './stats.ts';
 import { retrying } from './storage.ts';
 
-export type PhaseKind = 'api' | 'sync' | 'rowlock';
+export type PhaseKind = 'api' | 'sync' | 'ceiling' | 'rowlock';
+type HttpKind = Exclude<PhaseKind, 'rowlock'>;
+
+/** The server an HTTP phase loads, and how the work it accepted is waited for, read and checked. */
+export interface HttpTarget {
+  kind: HttpKind;
+  /** Says what is loaded, in the phase's first line. */
+  description: string;
+  url: string;
+  /** The shape of its requests (see `LoadPlan.target`). */
+  requests: LoadPlan['target'];
+  /** Whether a process, by name, is one this target's phases measure (memory in the progress lines). */
+  measures: (process: string) => boolean;
+  /** The backends and CPU of the database it writes. */
+  meters: { waitSampler: WaitSampler; cpuMeter: CpuMeter };
+  /** Accepted work not yet committed, for the progress lines; absent where nothing is queued. */
+  queued?: () => Promise<number>;
+  /** Waits for the work the load left behind; resolves with what was still unfinished at the timeout. */
+  settle: (label: string) => Promise<number>;
+  /** The phase's figures from its database. */
+  stats: (name: PhaseName, since: Date) => Promise<JobStats>;
+  unreconciled: () => Promise<number>;
+  /** Before each phase: fresh planner statistics, and no dead rows of the phase before. */
+  vacuum: () => Promise<void>;
+}
 
 export interface PhaseResult {
   name: PhaseName;
@@ -42,7 +67,7 @@ export interface PhaseResult {
 export class Phases {
   readonly results: PhaseResult[] = [];
   /** The servers that have had their warm-up. */
-  private readonly warmed = new Set<'api' | 'sync'>();
+  private readonly warmed = new Set<HttpKind>();
 
   constructor(
     private readonly ctx: BenchContext,
@@ -61,7 +86,14 @@ export class Phases {
     sellers: BenchSeller[],
     mode: LoadPlan['mode'] = 'sales',
   ): Promise<void> {
-    await this.measure(name, () => this.httpPhase(name, label, kind, sellers, mode));
+    const target = this.target(kind);
+    await this.measure(name, target.vacuum, () => this.httpPhase(name, label, target, sellers, mode));
+  }
+
+  /** A workload on the bare pipeline (bench/ceiling.ts): sales over `sellers` of its own table. */
+  async ceiling(name: PhaseName, label: string, ceiling: Ceiling, sellers: BenchSeller[]): Promise<void> {
+    const target = ceiling.target();
+    await this.measure(name, target.vacuum, () => this.httpPhase(name, label, target, sellers, 'sales'));
   }
 
   /**
@@ -69,43 +101,82 @@ export class Phases {
    * several connections in a loop, no HTTP, no queue.
    */
   async rowLock(name: PhaseName, label: string, sellers: BenchSeller[]): Promise<void> {
-    await this.measure(name, () => this.rowLockPhase(name, label, sellers));
+    await this.measure(
+      name,
+      () => this.vacuumProduct(),
+      () => this.rowLockPhase(name, label, sellers),
+    );
   }
 
-  private async measure(name: PhaseName, phase: () => Promise<PhaseResult>): Promise<void> {
+  private async measure(name: PhaseName, vacuum: () => Promise<void>, phase: () => Promise<PhaseResult>) {
     if (!this.selected.has(name)) return;
-    // Each phase starts with fresh planner statistics and without the dead rows of the one before.
-    await retrying(() => this.ctx.sql`vacuum (analyze) sellers, jobs, transactions, phone_numbers`);
+    await vacuum();
     const result = await phase();
     this.results.push(result);
+    const { stats } = result;
     const verdict = result.problems.length > 0 ? 'FAILED' : 'ok';
-    const approvals = result.stats.approvals > 0 ? ` (${fmt(result.stats.approvals)} of them approvals)` : '';
+    const approvals = stats.approvals > 0 ? ` (${fmt(stats.approvals)} of them approvals)` : '';
+    // The bare pipeline records neither when a job was submitted nor how long its transaction took.
+    const batchMs = Number.isFinite(stats.batchMs) ? ` of ${fmt(stats.batchMs, 1)} ms on average` : '';
+    const p99 = Number.isFinite(stats.p99) ? `, p99 ${fmt(stats.p99)} ms` : '';
     log(
-      `  ${result.label}: ${fmt(result.stats.jobs)} jobs${approvals} in ${fmt(result.stats.batches)} transactions ` +
-        `of ${fmt(result.stats.batchMs, 1)} ms on average, ${fmt(result.committedPerSecond)} committed/s, ` +
-        `p99 ${fmt(result.stats.p99)} ms, ${result.unreconciled} unreconciled: ${verdict}`,
+      `  ${result.label}: ${fmt(stats.jobs)} jobs${approvals} in ${fmt(stats.batches)} transactions${batchMs}, ` +
+        `${fmt(result.committedPerSecond)} committed/s${p99}, ${result.unreconciled} unreconciled: ${verdict}`,
     );
     for (const p of result.problems) log(`    FAILED: ${p}`);
     for (const w of result.warnings) log(`    note: ${w}`);
   }
 
-  private serverUrl(kind: 'api' | 'sync'): string {
-    return kind === 'api' ? this.ctx.processes.apiUrl : this.ctx.processes.syncUrl;
+  private async vacuumProduct(): Promise<void> {
+    await retrying(() => this.ctx.sql`vacuum (analyze) sellers, jobs, transactions, phone_numbers`);
+  }
+
+  /** The product's API or the sync server, both on the bench database. */
+  private target(kind: 'api' | 'sync'): HttpTarget {
+    const { ctx } = this;
+    const { config, run, sql } = ctx;
+    const common = {
+      requests: 'product' as const,
+      meters: { waitSampler: ctx.waitSampler, cpuMeter: ctx.cpuMeter },
+      stats: (name: PhaseName, since: Date) => jobStats(sql, name, since),
+      unreconciled: () => unreconciledSellers(ctx.bench.db, run.ledgerKey),
+      vacuum: () => this.vacuumProduct(),
+    };
+    if (kind === 'api') {
+      return {
+        ...common,
+        kind,
+        description: 'product API',
+        url: ctx.processes.apiUrl,
+        measures: (process) => process !== 'sync' && !process.startsWith('ceil-'),
+        queued: () => backlog(sql),
+        settle: (label) => drain(sql, label, config.drainTimeoutMs),
+      };
+    }
+    return {
+      ...common,
+      kind,
+      description: 'sync server',
+      url: ctx.processes.syncUrl,
+      measures: (process) => process === 'sync',
+      settle: () => settleSync(ctx.processes.syncUrl, config.drainTimeoutMs),
+    };
   }
 
   /**
    * A few seconds of unmeasured sales first: the first phase on a fresh process would otherwise
    * also measure V8 compiling the sale path and pools opening their connections.
    */
-  private async warmUp(kind: 'api' | 'sync', sellers: BenchSeller[]): Promise<void> {
-    const { config, run, sql } = this.ctx;
-    this.warmed.add(kind);
+  private async warmUp(target: HttpTarget, sellers: BenchSeller[]): Promise<void> {
+    const { config, run } = this.ctx;
+    this.warmed.add(target.kind);
     const started = Date.now();
     const load = await this.ctx.load.run(
       {
         name: 'warmup',
-        url: this.serverUrl(kind),
+        url: target.url,
         mode: 'sales',
+        target: target.requests,
         sellers,
         adminToken: run.adminToken,
         durationSeconds: 2,
@@ -114,27 +185,25 @@ export class Phases {
       },
       () => {},
     );
-    if (kind === 'api') await drain(sql, 'warm-up', config.drainTimeoutMs);
-    log(
-      `  warm-up of the ${kind === 'api' ? 'API and workers' : 'sync server'}: ${fmt(load.ok)} sales in ${elapsed(started)}`,
-    );
+    await target.settle('warm-up');
+    log(`  warm-up of the ${target.description}: ${fmt(load.ok)} sales in ${elapsed(started)}`);
   }
 
   private async httpPhase(
     name: PhaseName,
     label: string,
-    kind: 'api' | 'sync',
+    target: HttpTarget,
     sellers: BenchSeller[],
     mode: LoadPlan['mode'],
   ): Promise<PhaseResult> {
-    const { config, run, sql, redis, rssSampler, waitSampler, cpuMeter } = this.ctx;
-    if (!this.warmed.has(kind)) await this.warmUp(kind, sellers);
+    const { config, run, redis, rssSampler } = this.ctx;
+    const { waitSampler, cpuMeter } = target.meters;
+    const { kind, measures: measured } = target;
+    if (!this.warmed.has(kind)) await this.warmUp(target, sellers);
     log(
-      `${label}: ${mode === 'mixed' ? '90 % sales, 10 % credit requests and approvals' : 'sales'} over ${fmt(sellers.length)} seller(s), ${kind === 'api' ? 'product API' : 'sync server'}`,
+      `${label}: ${mode === 'mixed' ? '90 % sales, 10 % credit requests and approvals' : 'sales'} over ${fmt(sellers.length)} seller(s), ${target.description}`,
     );
     const since = new Date();
-    // The processes this phase measures: the product's, or the sync server.
-    const measured = (process: string) => (kind === 'api' ? process !== 'sync' : process === 'sync');
     rssSampler.start();
     waitSampler.start();
     const commandsBefore = parseCommandStats(await redis.info('commandstats'));
@@ -143,8 +212,9 @@ export class Phases {
     const load = await this.ctx.load.run(
       {
         name,
-        url: this.serverUrl(kind),
+        url: target.url,
         mode,
+        target: target.requests,
         sellers,
         adminToken: run.adminToken,
         durationSeconds: config.durationSeconds,
@@ -159,13 +229,12 @@ export class Phases {
           .filter(([process]) => measured(process))
           .map(([process, mib]) => `${process} ${fmt(mib)}`)
           .join(' ');
-        const queued =
-          kind === 'api'
-            ? backlog(sql).then(
-                (n) => `  queued ${fmt(n)}`,
-                () => '  queued ?',
-              )
-            : Promise.resolve('');
+        const queued = target.queued
+          ? target.queued().then(
+              (n) => `  queued ${fmt(n)}`,
+              () => '  queued ?',
+            )
+          : Promise.resolve('');
         void queued.then((q) =>
           log(
             `    ${label} ${String(tick.second).padStart(3)} s  ${fmt(perSecond).padStart(6)} responses/s  ` +
@@ -174,16 +243,13 @@ export class Phases {
         );
       },
     );
-    const left =
-      kind === 'api'
-        ? await drain(sql, label, config.drainTimeoutMs)
-        : await settleSync(this.ctx.processes.syncUrl, config.drainTimeoutMs);
+    const left = await target.settle(label);
     const cpuSeconds = Object.fromEntries(await retrying(() => cpuMeter.end()));
     const redisCommands = commandDelta(commandsBefore, parseCommandStats(await redis.info('commandstats')));
     const rssMiB = Object.fromEntries([...rssSampler.stop()].filter(([process]) => measured(process)));
     const backends = waitSampler.stop();
-    const stats = await jobStats(sql, name, since);
-    const unreconciled = await unreconciledSellers(this.ctx.bench.db, run.ledgerKey);
+    const stats = await target.stats(name, since);
+    const unreconciled = await target.unreconciled();
     const { problems, warnings } = judgeHttpPhase({
       kind,
       load,

@@ -17,9 +17,13 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Node's arguments for a TypeScript entry of the project, run through tsx. */
+export const tsxEntry = (entry: string, nodeArgs: string[] = []) => [...nodeArgs, '--import', 'tsx', join(root, entry)];
+
 /**
- * A process the bench started (`node --import tsx <entry>`), with the tail of its output kept for
- * the error message when something goes wrong. Only these are ever signalled, by their own pid.
+ * A process the bench started (`node <args>`, usually `tsxEntry`), with the tail of its output
+ * kept for the error message when something goes wrong. Only these are ever signalled, by their
+ * own pid.
  */
 export class BenchProcess {
   readonly child: ChildProcess;
@@ -30,11 +34,10 @@ export class BenchProcess {
 
   constructor(
     readonly name: string,
-    entry: string,
+    args: string[],
     env: NodeJS.ProcessEnv,
-    nodeArgs: string[] = [],
   ) {
-    this.child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(root, entry)], {
+    this.child = spawn(process.execPath, args, {
       cwd: root,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -95,14 +98,23 @@ export class BenchProcess {
   }
 }
 
-/** Waits until the URL answers 200, or throws with the process's last lines. */
-export async function waitHttpOk(url: string, owner: BenchProcess, timeoutMs = 30_000): Promise<void> {
+/**
+ * Waits until the URL answers 2xx (with `anyAnswer`, answers at all: a server without a health
+ * route), or throws with the process's last lines.
+ */
+export async function waitHttpOk(
+  url: string,
+  owner: BenchProcess,
+  timeoutMs = 30_000,
+  anyAnswer = false,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (!owner.running) throw new Error(`${owner.name} exited before it was ready:\n${owner.recentLogs()}`);
     try {
       const res = await fetch(url);
-      if (res.ok) return;
+      await res.body?.cancel();
+      if (res.ok || anyAnswer) return;
     } catch {}
     await sleep(100);
   }

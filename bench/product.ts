@@ -1,5 +1,6 @@
 /**
- * The processes a run starts: the product's API and workers, then the bench-only sync server. Each
+ * The processes a run starts: the product's API and workers, then the bench-only sync server and
+ * the bare pipeline of the ceil phases. Each
  * is a child process with its logs kept; their peak memory is read before they stop, and their CPU
  * profiles (`--profile`) are summarised at the end.
  */
@@ -9,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { type createRedis, partitionLeaseKey } from '@cs/queue';
 import type { Config, RunSettings } from './options.ts';
 import { log } from './output.ts';
-import { BenchProcess, freePort, waitHttpOk } from './processes.ts';
+import { BenchProcess, freePort, tsxEntry, waitHttpOk } from './processes.ts';
 import { formatProfile, summarizeProfile } from './profile-summary.ts';
 import { procStatusMiB } from './samplers.ts';
 
@@ -60,13 +61,15 @@ export class RunProcesses {
     };
     // Several workers on one machine cannot share a health port.
     delete env.WORKER_HEALTH_PORT;
-    const api = new BenchProcess('api', 'apps/api/src/index.ts', { ...env, PORT: String(apiPort) }, [
-      ...this.nodeArgs('api'),
-      ...API_HEAP,
-    ]);
+    const api = new BenchProcess('api', tsxEntry('apps/api/src/index.ts', [...this.nodeArgs('api'), ...API_HEAP]), {
+      ...env,
+      PORT: String(apiPort),
+    });
     this.all.push(api);
     for (let i = 0; i < this.config.workers; i++) {
-      this.all.push(new BenchProcess(`worker${i}`, 'apps/worker/src/index.ts', env, this.nodeArgs(`worker${i}`)));
+      this.all.push(
+        new BenchProcess(`worker${i}`, tsxEntry('apps/worker/src/index.ts', this.nodeArgs(`worker${i}`)), env),
+      );
     }
     this.api = `http://127.0.0.1:${apiPort}`;
     await waitHttpOk(`${this.api}/readyz`, api);
@@ -78,20 +81,35 @@ export class RunProcesses {
    */
   async startSync(): Promise<void> {
     const port = await freePort();
-    const sync = new BenchProcess(
-      'sync',
-      'bench/sync-server.ts',
-      {
-        ...process.env,
-        DATABASE_URL: this.run.applicationUrl,
-        LEDGER_HMAC_KEY: this.run.ledgerKey,
-        PORT: String(port),
-      },
-      this.nodeArgs('sync'),
-    );
+    const sync = new BenchProcess('sync', tsxEntry('bench/sync-server.ts', this.nodeArgs('sync')), {
+      ...process.env,
+      DATABASE_URL: this.run.applicationUrl,
+      LEDGER_HMAC_KEY: this.run.ledgerKey,
+      PORT: String(port),
+    });
     this.all.push(sync);
     this.sync = `http://127.0.0.1:${port}`;
     await waitHttpOk(`${this.sync}/healthz`, sync, 90_000);
+  }
+
+  /**
+   * The bare pipeline (bench/ceiling.ts): its API and its one worker, plain `node` on the copies
+   * in `workDir` as its README runs them (no tsx: nothing of theirs is TypeScript). Returns the
+   * API's URL once it answers.
+   */
+  async startCeiling(workDir: string, env: NodeJS.ProcessEnv): Promise<string> {
+    const port = await freePort();
+    const worker = new BenchProcess('ceil-worker', [...this.nodeArgs('ceil-worker'), join(workDir, 'worker.mjs')], env);
+    const api = new BenchProcess('ceil-api', [...this.nodeArgs('ceil-api'), join(workDir, 'api.mjs')], {
+      ...env,
+      PORT: String(port),
+    });
+    this.all.push(worker, api);
+    const url = `http://127.0.0.1:${port}`;
+    // It has no health route: any answer (404 for GET /) says it listens.
+    await waitHttpOk(`${url}/`, api, 30_000, true);
+    if (!worker.running) throw new Error(`ceil-worker exited:\n${worker.recentLogs()}`);
+    return url;
   }
 
   /** Stops the running processes `which` selects, reading their peak RSS first. */

@@ -14,6 +14,8 @@ import type { PostgresSettings } from './storage.ts';
 const cpuGroups: Record<PhaseKind, string[]> = {
   api: ['api', 'workers', 'redis', 'postgres'],
   sync: ['sync', 'postgres'],
+  // The bare pipeline's API and its one worker.
+  ceiling: ['api', 'workers', 'redis', 'postgres'],
   rowlock: ['bench', 'postgres'],
 };
 
@@ -24,7 +26,7 @@ export function printMachine(config: Config): void {
   );
   log(
     `  ${config.workers} worker processes, ${config.partitions} partitions, BATCH_SIZE ${config.batchSize}, ` +
-      `${config.connections} HTTP connections, ${config.durationSeconds} s or ${fmt(config.maxRequests)} requests per workload`,
+      `${config.connections} HTTP connections (${config.load}), ${config.durationSeconds} s or ${fmt(config.maxRequests)} requests per workload`,
   );
 }
 
@@ -53,12 +55,12 @@ export interface RunSummary {
 
 export function printReport({ results, finalProblems, lifetime, logged }: RunSummary, config: Config): void {
   log('');
-  printTable(results);
+  printTable(results, config);
   log('');
   printRatios(results, config);
   log('');
   log(`Peak RSS over the whole run (VmHWM, MiB): ${lifetime}`);
-  log('PostgreSQL backends of the bench database, sampled during each phase:');
+  log("PostgreSQL backends of the phase's database (the bench's; the bare pipeline's own), sampled during each phase:");
   for (const r of results) log(`  ${r.label.padEnd(16)} ${r.backends}`);
   log('Redis commands per committed job (INFO commandstats; BullMQ runs Lua scripts, counted as evalsha):');
   for (const r of results) {
@@ -75,10 +77,15 @@ export function printReport({ results, finalProblems, lifetime, logged }: RunSum
 
 /** Every figure of the run as JSON, for `--json FILE`. */
 export function writeJson(file: string, { results, finalProblems, lifetime }: RunSummary, config: Config): void {
-  writeFileSync(
-    file,
-    `${JSON.stringify({ cores: cpus().length, config, results, finalProblems, lifetimePeakRssMiB: lifetime }, null, 2)}\n`,
-  );
+  const json = {
+    cores: cpus().length,
+    config,
+    results,
+    ratios: ratios(results, config),
+    finalProblems,
+    lifetimePeakRssMiB: lifetime,
+  };
+  writeFileSync(file, `${JSON.stringify(json, null, 2)}\n`);
   log(`figures written to ${file}`);
 }
 
@@ -100,7 +107,7 @@ function table(header: string[], rows: string[][]): string {
   ].join('\n');
 }
 
-function printTable(results: PhaseResult[]): void {
+function printTable(results: PhaseResult[], config: Config): void {
   const header = [
     'workload',
     'requests',
@@ -164,28 +171,51 @@ function printTable(results: PhaseResult[]): void {
   log(
     'CPU (user + system, /proc/<pid>/stat) over the load and the drain, divided by the jobs committed. bench: the ' +
       'row-lock loop runs in the bench process. redis: the Redis server (INFO cpu). postgres: the backends serving ' +
-      'the bench database. load generator: ' +
-      'the autocannon process (not in the total).',
+      `the bench database (the bare pipeline's own for its phases). load generator: the ${config.load} process ` +
+      '(not in the total).',
   );
 }
 
-function printRatios(results: PhaseResult[], config: Config): void {
+export interface Ratio {
+  label: string;
+  product: PhaseName;
+  reference: PhaseName;
+  /** Committed/s of each phase; undefined when it did not run. */
+  productPerSecond: number | undefined;
+  referencePerSecond: number | undefined;
+  ratio: number | undefined;
+}
+
+/** The product's committed/s over each reference's, in this run. */
+function ratios(results: PhaseResult[], config: Config): Ratio[] {
   const rate = (name: PhaseName) => results.find((r) => r.name === name)?.committedPerSecond;
-  const ratio = (label: string, a: PhaseName, b: PhaseName) => {
-    const x = rate(a);
-    const y = rate(b);
-    const value = x !== undefined && y !== undefined && y > 0 ? `${(x / y).toFixed(2)}×` : 'n/a';
-    return [label, x === undefined ? '-' : fmt(x), y === undefined ? '-' : fmt(y), value];
+  const ratio = (label: string, product: PhaseName, reference: PhaseName): Ratio => {
+    const x = rate(product);
+    const y = rate(reference);
+    const value = x !== undefined && y !== undefined && y > 0 ? x / y : undefined;
+    return { label, product, reference, productPerSecond: x, referencePerSecond: y, ratio: value };
   };
+  return [
+    ratio('hot ÷ row-lock rate, one hot row', 'hot', 'lockhot'),
+    ratio('hot ÷ sync baseline hot', 'hot', 'synchot'),
+    ratio('hot ÷ bare pipeline hot (share of the ceiling)', 'hot', 'ceilhot'),
+    ratio(`spread ÷ row-lock rate, ${config.sellers} rows`, 'spread', 'lockspread'),
+    ratio('spread ÷ sync baseline spread', 'spread', 'syncspread'),
+    ratio('spread ÷ bare pipeline spread (share of the ceiling)', 'spread', 'ceilspread'),
+  ];
+}
+
+function printRatios(results: PhaseResult[], config: Config): void {
+  const figure = (n: number | undefined) => (n === undefined ? '-' : fmt(n));
   log(
     table(
       ['ratio (committed/s)', 'product', 'reference', 'ratio'],
-      [
-        ratio('hot ÷ row-lock rate, one hot row', 'hot', 'lockhot'),
-        ratio('hot ÷ sync baseline hot', 'hot', 'synchot'),
-        ratio(`spread ÷ row-lock rate, ${config.sellers} rows`, 'spread', 'lockspread'),
-        ratio('spread ÷ sync baseline spread', 'spread', 'syncspread'),
-      ],
+      ratios(results, config).map((r) => [
+        r.label,
+        figure(r.productPerSecond),
+        figure(r.referencePerSecond),
+        r.ratio === undefined ? 'n/a' : `${r.ratio.toFixed(2)}×`,
+      ]),
     ),
   );
 }

@@ -8,6 +8,7 @@
  *
  * Options (`npm run bench -- --workers 3 --only hot,lockhot`): see `usage` in options.ts.
  */
+import { Ceiling } from './ceiling.ts';
 import { BENCH_POOL_SIZE, closeContext, createContext } from './context.ts';
 import type { BenchSeller } from './load.ts';
 import { parseOptions } from './options.ts';
@@ -42,7 +43,7 @@ async function benchmark(): Promise<boolean> {
   const [hot, ...spread] = sellers as [BenchSeller, ...BenchSeller[]];
   log(`  partition leases: ${await waitForLeases(ctx.redis, config, run.redisPrefix)}`);
 
-  // Phases: the product's workloads, then the references.
+  // Phases: the product's workloads, then the references (sync server, bare pipeline, row lock).
   const phases = new Phases(ctx, options.phases);
   log('');
   await phases.http('spread', 'api spread', 'api', spread);
@@ -57,6 +58,22 @@ async function benchmark(): Promise<boolean> {
     await phases.http('synchot', 'sync hot', 'sync', [hot]);
     await phases.http('syncspread', 'sync spread', 'sync', spread);
     await processes.stop((p) => p.name === 'sync');
+  }
+  // The bare pipeline of the same design, alone too, in a database of its own.
+  if (phases.includes('ceilhot', 'ceilspread')) {
+    const ceiling = await Ceiling.open(ctx, options.ceilingDir, config.sellers + 1).catch((error: Error) => {
+      finalProblems.push(`the bare pipeline did not start: ${error.message}`);
+      return undefined;
+    });
+    if (ceiling) {
+      try {
+        await phases.ceiling('ceilhot', 'ceiling hot', ceiling, ceiling.sellers(1, 1));
+        await phases.ceiling('ceilspread', 'ceiling spread', ceiling, ceiling.sellers(2, config.sellers));
+      } finally {
+        const failed = phases.results.some((r) => r.kind === 'ceiling' && r.problems.length > 0);
+        finalProblems.push(...(await ceiling.close(options.keepData || failed)));
+      }
+    }
   }
   await phases.rowLock('lockhot', 'row-lock hot', [hot]);
   await phases.rowLock('lockspread', `row-lock ${spread.length}`, spread);

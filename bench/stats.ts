@@ -76,7 +76,8 @@ export interface Verdict {
 
 /** The checks of an HTTP phase: every accepted job recorded and final, none failed, one ledger row per success. */
 export function judgeHttpPhase(phase: {
-  kind: 'api' | 'sync';
+  /** The product's API counts approvals among its jobs; the sync server and the bare pipeline take sales only. */
+  kind: 'api' | 'sync' | 'ceiling';
   load: LoadResult;
   stats: JobStats;
   /** Jobs (or sync requests) still unfinished when the drain timed out. */

@@ -27,15 +27,42 @@ export async function retrying<T>(query: () => Promise<T>, attempts = 20): Promi
   }
 }
 
-/** Drops the bench database (closing its connections by force), from the server's `postgres` database. */
-export async function dropDatabase(databaseUrl: string, databaseName: string): Promise<void> {
-  const admin = new URL(databaseUrl);
-  admin.pathname = '/postgres';
-  const client = postgres(admin.toString(), { max: 1, onnotice: () => {} });
+/** `databaseUrl` with another database name: the same server, user and password. */
+export function urlOfDatabase(databaseUrl: string, databaseName: string): string {
+  const url = new URL(databaseUrl);
+  url.pathname = `/${encodeURIComponent(databaseName)}`;
+  return url.toString();
+}
+
+/** Runs `statement` on the server's `postgres` database (creating and dropping databases). */
+async function onServer(databaseUrl: string, statement: string): Promise<void> {
+  const client = postgres(urlOfDatabase(databaseUrl, 'postgres'), { max: 1, onnotice: () => {} });
   try {
-    await client.unsafe(`drop database if exists "${databaseName.replaceAll('"', '""')}" with (force)`);
+    await client.unsafe(statement);
   } finally {
     await client.end({ timeout: 5 });
+  }
+}
+
+const quoted = (name: string) => `"${name.replaceAll('"', '""')}"`;
+
+/** Drops the bench database (closing its connections by force), from the server's `postgres` database. */
+export async function dropDatabase(databaseUrl: string, databaseName: string): Promise<void> {
+  await onServer(databaseUrl, `drop database if exists ${quoted(databaseName)} with (force)`);
+}
+
+/** Creates an empty database on the bench database's server, owned by the bench's user. */
+export async function createDatabase(databaseUrl: string, databaseName: string): Promise<void> {
+  await onServer(databaseUrl, `create database ${quoted(databaseName)}`);
+}
+
+/** Whether a process exists (a run's Redis keys and databases carry its pid). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
@@ -50,19 +77,11 @@ export async function recreateDatabase(databaseUrl: string, run: RunSettings): P
  * bench processes that no longer exist (the prefix carries the pid), never a live run's.
  */
 export async function removeStaleRedisKeys(redis: Redis): Promise<void> {
-  const alive = (pid: number) => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch (error) {
-      return (error as NodeJS.ErrnoException).code === 'EPERM';
-    }
-  };
   let cursor = '0';
   do {
     const [next, keys] = await redis.scan(cursor, 'MATCH', 'csbench-*', 'COUNT', 1000);
     cursor = next;
-    const stale = keys.filter((key) => !alive(Number(/^csbench-(\d+):/.exec(key)?.[1] ?? process.pid)));
+    const stale = keys.filter((key) => !processAlive(Number(/^csbench-(\d+):/.exec(key)?.[1] ?? process.pid)));
     if (stale.length > 0) await redis.unlink(...stale);
   } while (cursor !== '0');
 }
