@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { testSql } from './support/db.ts';
+import { isolatedDatabase, testSql } from './support/db.ts';
 
 /** Any well-formed hmac: these rows test the constraints, not the chain. */
 const ANY_HMAC = 'a'.repeat(64);
@@ -9,14 +9,20 @@ const sale = (sql: postgres.Sql, id: string, sellerId: string, extra = sql``) =>
   sql`insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number)
       values (${id}, 'charge_sale', ${sellerId}, 0, ${id}, 500, '09121111111') ${extra}`;
 
-/** The database is the backstop: these hold even when the application is bypassed. */
+/**
+ * The database is the backstop: these hold even when the application is bypassed. On a database
+ * of its own: the rows written here by hand (open jobs on partition 0 among them) are no
+ * deployment's, and processes started on the run's database would take them for one's.
+ */
 describe('database constraints, with the application bypassed', () => {
+  let database: Awaited<ReturnType<typeof isolatedDatabase>>;
   let sql: postgres.Sql;
   let sellerId: string;
   let jobId: string;
 
   beforeAll(async () => {
-    sql = testSql();
+    database = await isolatedDatabase('constraints');
+    sql = testSql(database.ownerUrl);
     sellerId = randomUUID();
     jobId = randomUUID();
     await sql`insert into sellers (id, name, email, phone, api_key_hash, credit_balance)
@@ -26,7 +32,10 @@ describe('database constraints, with the application bypassed', () => {
     await sql`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number, hmac)
               values (${sellerId}, 'charge_sale', -500, 500, ${jobId}, '09121111111', ${ANY_HMAC})`;
   });
-  afterAll(() => sql?.end());
+  afterAll(async () => {
+    await sql?.end();
+    await database?.drop();
+  });
 
   it('refuses a negative balance', async () => {
     await expect(sql`update sellers set credit_balance = -1 where id = ${sellerId}`).rejects.toMatchObject({
