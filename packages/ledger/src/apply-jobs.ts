@@ -61,8 +61,9 @@ export async function applyJobs(db: Database, refs: readonly JobRef[], ledgerKey
   if (refs.length === 0) return [];
   const ordered = [...refs].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return db.$client.begin(async (tx) => {
-    const decided = decide(ordered, await lockState(tx, ordered), ledgerKey);
-    await writeAll(tx, decided);
+    const { state, lockedAt } = await lockState(tx, ordered);
+    const decided = decide(ordered, state, ledgerKey);
+    await writeAll(tx, decided, lockedAt);
     return decided.outcomes;
   });
 }
@@ -98,7 +99,8 @@ export interface LockedState {
 }
 
 /**
- * Locks and reads what the batch decides on, in one round trip. Statements sent together run in
+ * Locks and reads what the batch decides on, in one round trip, and `lockedAt`: the server's clock
+ * once every lock is held, read by a statement that runs after the lock statements. Statements sent together run in
  * the order sent, so locks are always taken jobs → sellers → credit requests, each in id order:
  * two transactions over overlapping rows can never deadlock. The sellers and credit requests are
  * those the locked job rows name (a job's facts never change once recorded). The locks are FOR NO
@@ -109,9 +111,9 @@ export interface LockedState {
  * The ledger ids are drawn last, after the seller locks: a seller's rows get ids in the order they
  * are applied, as its chain needs, even if two transactions ever wrote one seller.
  */
-async function lockState(conn: Connection, refs: readonly JobRef[]): Promise<LockedState> {
+async function lockState(conn: Connection, refs: readonly JobRef[]): Promise<{ state: LockedState; lockedAt: string }> {
   const ids = arrayLiteral(refs.map((r) => r.id));
-  const [jobRows, sellerRows, requestRows, idRows] = await Promise.all([
+  const [jobRows, sellerRows, requestRows, idRows, [clock]] = await Promise.all([
     conn<JobRow[]>`
       select id, type, seller_id, partition, status, result, error, amount, phone_number, credit_request_id,
              action, processed_by
@@ -126,8 +128,10 @@ async function lockState(conn: Connection, refs: readonly JobRef[]): Promise<Loc
       order by id for no key update of credit_requests`,
     conn<Array<{ id: string }>>`
       select nextval('transactions_id_seq')::text as id from generate_series(1, ${refs.length}::int)`,
+    // As text: a Date would cut the microseconds, and spans that touch must not seem to overlap.
+    conn<Array<{ at: string }>>`select clock_timestamp()::text as at`,
   ]);
-  return {
+  const state: LockedState = {
     jobs: new Map(jobRows.map((r) => [r.id, r])),
     sellers: new Map(
       sellerRows.map((r) => [
@@ -140,6 +144,7 @@ async function lockState(conn: Connection, refs: readonly JobRef[]): Promise<Loc
     ),
     ledgerIds: idRows.map((r) => r.id),
   };
+  return { state, lockedAt: clock?.at as string };
 }
 
 export interface Decided {
@@ -288,9 +293,9 @@ export function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: s
 }
 
 /** Sends the writes together, as one round trip. */
-async function writeAll(conn: Connection, decided: Decided): Promise<void> {
+async function writeAll(conn: Connection, decided: Decided, lockedAt: string): Promise<void> {
   await Promise.all([
-    writeLedgerAndOutcomes(conn, decided.ledger, decided.recorded),
+    writeLedgerAndOutcomes(conn, decided.ledger, decided.recorded, lockedAt),
     writeBalances(conn, decided.balances),
     writePhoneTotals(conn, decided.ledger),
     writeProcessedRequests(conn, decided.processed),
@@ -375,11 +380,18 @@ async function writeProcessedRequests(conn: Connection, processed: ProcessedRequ
 /**
  * Inserts the ledger rows and records the jobs' outcomes in one statement (one round trip: a
  * data-modifying WITH runs whether or not the rest reads it). Rows
- * carry the ids drawn under the seller locks and the hmacs sealed with them. started_at is the
- * transaction's start (now()), finished_at the clock when its writes were done: two jobs of one
- * seller whose spans overlap would mean two transactions ran at once.
+ * carry the ids drawn under the seller locks and the hmacs sealed with them. started_at is when the
+ * transaction held its locks, finished_at the clock when its writes were done: the span in which
+ * it held its sellers. Two spans of one seller that overlap would mean two transactions held it at
+ * once; the transaction's own start (now()) would not tell, since a transaction may begin, then
+ * wait for a seller another one holds (a stalled worker's batch, resumed, behind its successor's).
  */
-async function writeLedgerAndOutcomes(conn: Connection, ledger: LedgerRow[], outcomes: JobOutcome[]): Promise<void> {
+async function writeLedgerAndOutcomes(
+  conn: Connection,
+  ledger: LedgerRow[],
+  outcomes: JobOutcome[],
+  lockedAt: string,
+): Promise<void> {
   if (outcomes.length === 0) return;
   const rows = ledger.map((r) => ({
     id: r.id,
@@ -405,7 +417,7 @@ async function writeLedgerAndOutcomes(conn: Connection, ledger: LedgerRow[], out
              e.row->>'phone_number', e.row->>'description', (e.row->>'created_at')::timestamptz, e.row->>'hmac'
       from jsonb_array_elements(${JSON.stringify(rows)}::jsonb) as e(row)
     ), clock as (select clock_timestamp() as ts)
-    update jobs as j set status = v.status, result = v.result, error = v.error, started_at = now(), finished_at = clock.ts
+    update jobs as j set status = v.status, result = v.result, error = v.error, started_at = ${lockedAt}::timestamptz, finished_at = clock.ts
     from jsonb_to_recordset(${JSON.stringify(results)}::jsonb) as v(id uuid, status text, result jsonb, error jsonb)
       cross join clock
     where j.id = v.id`;

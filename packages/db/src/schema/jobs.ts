@@ -59,7 +59,7 @@ export const jobs = pgTable(
     result: jsonb('result'),
     error: jsonb('error'),
     submittedAt: timestamp('submitted_at', { withTimezone: true }).notNull().defaultNow(),
-    /** When the transaction that decided the job began; with finished_at, the span it held its seller. */
+    /** When the transaction that decided the job held its locks; with finished_at, the span it held its seller. */
     startedAt: timestamp('started_at', { withTimezone: true }),
     finishedAt: timestamp('finished_at', { withTimezone: true }),
   },
