@@ -22,7 +22,7 @@ export default defineConfig({
         test: {
           name: 'e2e',
           include: ['test/**/*.test.ts'],
-          exclude: ['test/unit/**', 'test/stress/**', 'test/scale/**'],
+          exclude: ['test/unit/**', 'test/stress/**', 'test/scale/**', 'test/chaos/**'],
           globalSetup: ['test/global-setup.ts'],
           // Files run one after another: each starts real worker processes, and two files at once on
           // a 2-core machine would only measure each other.

@@ -9,6 +9,7 @@ import { migrateDatabase, urlAsRole } from '@cs/db';
 import { partitionOf } from '@cs/queue';
 import type postgres from 'postgres';
 import { expect } from 'vitest';
+import { phoneFor } from './concurrency.ts';
 import { testSql } from './db.ts';
 import { createSeller, fundSeller, inParallel, type TestSeller } from './factories.ts';
 import { Client } from './http.ts';
@@ -219,6 +220,7 @@ export interface SaleRequest {
   key: string;
   sellerId: string;
   amount: bigint;
+  phone: string;
   answer: Answer;
 }
 
@@ -250,17 +252,14 @@ export class SaleTraffic {
           // rejected for the balance: both outcomes have to survive the fault.
           const amount = BigInt(1000 * (1 + (i % 9)));
           const key = `${this.run}-${i}`;
+          const phone = phoneFor(i);
           const answer = await boundedRequest(this.baseUrl, 'POST', '/api/charge-sales', {
             token: seller.apiKey,
             headers: { 'idempotency-key': key },
-            body: {
-              seller_id: seller.id,
-              phone_number: `0912${String(i % 10_000_000).padStart(7, '0')}`,
-              amount: amount.toString(),
-            },
+            body: { seller_id: seller.id, phone_number: phone, amount: amount.toString() },
             timeoutMs,
           });
-          this.requests.push({ key, sellerId: seller.id, amount, answer });
+          this.requests.push({ key, sellerId: seller.id, amount, phone, answer });
           // A refusal comes back at once; do not spin on it.
           if (answer.status !== 202) await sleep(50);
         }
