@@ -3,6 +3,7 @@ import { createLogger, loadConfig, requireServices } from '@cs/config';
 import { createDb, requireLeastPrivilege } from '@cs/db';
 import type { JobOutcome, JobRef } from '@cs/ledger';
 import { Batcher, createRedis, requireSamePartitionCount } from '@cs/queue';
+import { DatabaseProbe } from './database-probe.ts';
 import { PartitionConsumer } from './partition-consumer.ts';
 import { PartitionManager } from './partition-manager.ts';
 import { processBatch } from './process-batch.ts';
@@ -53,11 +54,21 @@ const committer = new Batcher<readonly JobRef[], Map<string, JobOutcome>>(
   { maxBatch: config.PARTITIONS, maxInFlight: 1 },
 );
 
+// A host that reaches Redis but not PostgreSQL would otherwise keep renewing its leases and apply
+// nothing for as long as the cut lasts: the manager gives its partitions up once two probes in a
+// row went unanswered while PostgreSQL answers other processes (see PartitionManager).
+const probe = new DatabaseProbe(config.DATABASE_URL, {
+  everyMs: Math.floor(config.PARTITION_LEASE_MS / 3),
+  timeoutMs: Math.floor(config.PARTITION_LEASE_MS / 3),
+});
+probe.start();
+
 const manager = new PartitionManager({
   redis,
   prefix: config.REDIS_PREFIX,
   partitions: config.PARTITIONS,
   leaseMs: config.PARTITION_LEASE_MS,
+  database: probe,
   logger,
   createConsumer: (partition) =>
     new PartitionConsumer({
@@ -95,6 +106,7 @@ async function stop(signal: string) {
   }, config.SHUTDOWN_TIMEOUT_MS);
   health?.close();
   await manager.stop();
+  await probe.stop();
   await redis.quit().catch(() => {});
   await closeDb();
   clearTimeout(force);

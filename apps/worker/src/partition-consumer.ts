@@ -9,6 +9,16 @@ import { requeueLostJobs } from './requeue.ts';
 
 /** How often the consumer looks for jobs its queue will never deliver (see requeue.ts). */
 const REQUEUE_EVERY_MS = 5000;
+/**
+ * Messages BullMQ takes ahead for one partition. It takes them one round trip at a time and hands
+ * none over before it has them all (or the queue is empty), while their locks run from the moment
+ * each was taken: taking BATCH_SIZE ahead over a slow link to Redis (200 ms) outlasts JOB_LOCK_MS,
+ * and the partition stands still, its messages redelivered again and again. A batch still carries
+ * up to BATCH_SIZE jobs: under load a message names many.
+ */
+const FETCH_AHEAD = 8;
+/** How long closing the BullMQ worker may take once the batch in hand is done (see `stop`). */
+const CLOSE_GRACE_MS = 2000;
 
 export interface ConsumerOptions {
   partition: number;
@@ -42,7 +52,10 @@ export class PartitionConsumer {
   private readonly queue: Queue;
   private held: Held[] = [];
   private draining = false;
+  /** The drain under way, if any: it ends once every message held has had its batch. */
+  private drainRun: Promise<void> = Promise.resolve();
   private stopped = false;
+  private abandoning = false;
   private requeueTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: ConsumerOptions) {
@@ -54,7 +67,7 @@ export class PartitionConsumer {
       connection: options.redis,
       prefix: options.prefix,
       autorun: false,
-      concurrency: options.batchSize,
+      concurrency: Math.min(options.batchSize, FETCH_AHEAD),
       lockDuration: options.lockDurationMs,
       stalledInterval: options.stalledIntervalMs,
       // Redelivery is safe (a job applies once whatever happens), so a job that stalls a few
@@ -93,12 +106,52 @@ export class PartitionConsumer {
     }
   }
 
-  /** Stops taking jobs, finishes the batch in hand, closes. */
+  /**
+   * Stops taking jobs, finishes the batch in hand (for as long as it takes: the partition's lease is
+   * kept meanwhile), closes. BullMQ's close then waits for its blocking connection to end, which it
+   * never does if ioredis is between two reconnection attempts at that moment, as after a network
+   * cut (taskforcesh/bullmq#4656): that wait is bounded, or the partition would stay held by a
+   * consumer that never finishes stopping, and no process would consume it.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.requeueTimer);
-    await this.worker.close();
+    // Closing stops the fetching at once; it resolves once the messages in hand are finished.
+    const closed = this.worker.close().then(
+      () => true,
+      () => true,
+    );
+    do await this.drainRun;
+    while (this.draining);
+    const inTime = await Promise.race([closed, sleep(CLOSE_GRACE_MS).then(() => false)]);
+    if (!inTime) {
+      this.options.logger.warn(
+        { partition: this.options.partition },
+        'queue worker did not close in time; left behind',
+      );
+    }
     await this.queue.close();
+  }
+
+  /**
+   * Stops at once, without the batch in hand, whose jobs this process cannot apply (PostgreSQL is out
+   * of its reach): BullMQ stops extending the locks of the messages held, so they come back to the
+   * next owner as a dead process's would, ahead of newer ones. The batch in hand is left to fail, or
+   * to find its jobs final, once PostgreSQL answers again; this resolves then. The messages held
+   * that no batch took are let go once their locks have run out, which leaves them as they are.
+   */
+  async abandon(): Promise<void> {
+    this.stopped = true;
+    this.abandoning = true;
+    clearInterval(this.requeueTimer);
+    await Promise.race([this.worker.close(true).catch(() => {}), sleep(CLOSE_GRACE_MS)]);
+    await this.queue.close().catch(() => {});
+    const left = this.held.splice(0);
+    setTimeout(() => {
+      for (const h of left) h.reject(new Error('partition given up'));
+    }, 2 * this.options.lockDurationMs).unref();
+    do await this.drainRun;
+    while (this.draining);
   }
 
   /**
@@ -112,14 +165,14 @@ export class PartitionConsumer {
       if (!this.draining) {
         this.draining = true;
         // Let the fetches already in flight land, so the first batch is not a batch of one.
-        setImmediate(() => void this.drain());
+        this.drainRun = new Promise((resolve) => setImmediate(() => void this.drain().finally(resolve)));
       }
     });
   }
 
   private async drain(): Promise<void> {
     try {
-      while (this.held.length > 0) {
+      while (this.held.length > 0 && !this.abandoning) {
         const batch = takeBatch(this.held, this.options.batchSize);
         const jobs = batch.flatMap((h) => h.jobs);
         // Not awaited: one connection keeps the events in order, and the batch need not wait.

@@ -11,6 +11,8 @@ const RELEASE = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call
 export interface Consumer {
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** Stops at once, without finishing the batch in hand; resolves once that batch has ended. */
+  abandon(): Promise<void>;
 }
 
 export interface PartitionManagerOptions {
@@ -18,6 +20,8 @@ export interface PartitionManagerOptions {
   prefix: string;
   partitions: number;
   leaseMs: number;
+  /** Whether PostgreSQL answers this process (see DatabaseProbe); omitted, it is taken to. */
+  database?: { readonly answeredAt: number; readonly outOfReach: boolean };
   logger: Logger;
   createConsumer: (partition: number) => Consumer;
 }
@@ -43,6 +47,11 @@ export class PartitionManager {
    * (a lock wait, PostgreSQL down).
    */
   private readonly stopping = new Map<number, Promise<void>>();
+  /**
+   * Partitions given up while PostgreSQL was out of reach, whose consumer's batch in hand has not
+   * ended yet. Their leases are not renewed, and this process does not take them again until then.
+   */
+  private readonly abandoned = new Map<number, Promise<void>>();
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> = Promise.resolve();
   private stopped = false;
@@ -55,12 +64,16 @@ export class PartitionManager {
 
   start(): void {
     const schedule = () => {
-      this.ticking = this.tick()
+      const startedAt = Date.now();
+      this.ticking = this.tick(startedAt)
         .catch((err: unknown) => this.options.logger.warn({ err }, 'partition lease tick failed'))
         .finally(() => {
           // While stopping, ticks go on renewing the leases of consumers that are still finishing.
+          // Every third of a lease from the start of the last tick, however long it took: over a
+          // slow link to Redis a tick takes round trips, and they must not add up past a lease.
           if (!this.stopped || this.stopping.size > 0) {
-            this.timer = setTimeout(schedule, Math.floor(this.options.leaseMs / 3));
+            const every = Math.floor(this.options.leaseMs / 3);
+            this.timer = setTimeout(schedule, Math.max(0, every - (Date.now() - startedAt)));
           }
         });
     };
@@ -72,23 +85,35 @@ export class PartitionManager {
     this.stopped = true;
     for (const partition of this.ownedPartitions) this.release(partition);
     await Promise.all(this.stopping.values());
+    await Promise.all(this.abandoned.values());
     clearTimeout(this.timer);
     await this.ticking;
     clearTimeout(this.timer);
     await this.options.redis.zrem(this.registryKey, this.id).catch(() => 0);
+    await this.options.redis.zrem(this.answeredKey, this.id).catch(() => 0);
   }
 
   private get registryKey(): string {
     return `${this.options.prefix}:workers`;
   }
 
-  private async tick(): Promise<void> {
+  /** When PostgreSQL last answered each process, as each last reported it. */
+  private get answeredKey(): string {
+    return `${this.options.prefix}:database-answered`;
+  }
+
+  private async tick(startedAt = Date.now()): Promise<void> {
     const { redis, leaseMs, partitions } = this.options;
     if (this.stopped) {
       await this.renewLeases();
       return;
     }
     const now = Date.now();
+    const answeredAt = this.options.database?.answeredAt ?? now;
+    if (this.options.database?.outOfReach && (await this.othersReachDatabase(answeredAt))) {
+      await this.giveUpAll();
+      return;
+    }
     // A process counts as live for as long as its leases would last: a dead one drops out of the
     // fair share just as its partitions come free, so the survivors may take them at once instead
     // of leaving them unconsumed until a longer registration runs out.
@@ -97,6 +122,12 @@ export class PartitionManager {
       .zadd(this.registryKey, now + leaseMs, this.id)
       .zremrangebyscore(this.registryKey, '-inf', now)
       .zcard(this.registryKey)
+      .exec();
+    // A transaction of its own: on a Redis Cluster the two keys live in different slots.
+    await redis
+      .multi()
+      .zadd(this.answeredKey, answeredAt, this.id)
+      .zremrangebyscore(this.answeredKey, '-inf', now - 10 * leaseMs)
       .exec();
     const live = Math.max(1, Number(registry?.[2]?.[1] ?? 1));
     const fairShare = Math.ceil(partitions / live);
@@ -113,11 +144,52 @@ export class PartitionManager {
     // Start at a point of our own, so processes starting together reach for different partitions.
     const offset = Number.parseInt(this.id.slice(0, 8), 16) % partitions;
     for (let i = 0; i < partitions && this.owned.size < fairShare && !this.stopped; i++) {
+      // One round trip per partition tried: over a slow link to Redis, trying them all would hold
+      // up the next renewal past the life of the leases held. Those come first; the rest waits
+      // for the next tick.
+      if (Date.now() - startedAt > leaseMs / 3) break;
       const partition = (offset + i) % partitions;
-      if (this.owned.has(partition) || this.stopping.has(partition)) continue;
+      if (this.owned.has(partition) || this.stopping.has(partition) || this.abandoned.has(partition)) continue;
       const acquired = await redis.set(partitionLeaseKey(this.options.prefix, partition), this.id, 'PX', leaseMs, 'NX');
       if (acquired === 'OK') this.take(partition);
     }
+  }
+
+  /**
+   * True when another process heard from PostgreSQL since it stopped answering this one: the fault
+   * is this process's (its host is cut off from PostgreSQL), not PostgreSQL's. When PostgreSQL itself
+   * is down or restarting, nobody has heard from it since, and every process keeps its partitions as
+   * before: nobody could apply them anyway, and they resume at once when it is back.
+   */
+  private async othersReachDatabase(answeredAt: number): Promise<boolean> {
+    const since = `(${answeredAt + Math.floor(this.options.leaseMs / 3)}`;
+    const heard = await this.options.redis.zrangebyscore(this.answeredKey, since, '+inf');
+    return heard.some((id) => id !== this.id);
+  }
+
+  /**
+   * PostgreSQL does not answer this process while Redis does, and others reach it: this process
+   * could renew its leases for ever and apply nothing. It leaves the registry, so the others count
+   * it out of their fair share, and gives its partitions up the way a dead process would: their
+   * leases and the locks of the messages in hand run out, and the next owner takes those messages
+   * back first. It registers again once PostgreSQL answers it.
+   */
+  private async giveUpAll(): Promise<void> {
+    await this.options.redis.zrem(this.registryKey, this.id);
+    for (const partition of this.ownedPartitions) this.abandon(partition);
+    await this.renewLeases();
+  }
+
+  /** Gives a partition up without waiting for its batch in hand, nor renewing its lease meanwhile. */
+  private abandon(partition: number): void {
+    const consumer = this.owned.get(partition);
+    this.owned.delete(partition);
+    const { logger } = this.options;
+    logger.warn({ partition }, 'PostgreSQL out of reach; partition given up');
+    const done = (async () => {
+      await consumer?.abandon().catch((err: unknown) => logger.error({ err, partition }, 'consumer failed to stop'));
+    })().finally(() => this.abandoned.delete(partition));
+    this.abandoned.set(partition, done);
   }
 
   /** Renews the leases of the partitions consumed and of those whose consumer is still stopping. */
