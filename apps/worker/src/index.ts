@@ -2,7 +2,7 @@ import { createServer } from 'node:http';
 import { createLogger, loadConfig, requireServices } from '@cs/config';
 import { createDb, requireLeastPrivilege } from '@cs/db';
 import type { JobOutcome, JobRef } from '@cs/ledger';
-import { Batcher, createRedis } from '@cs/queue';
+import { Batcher, createRedis, redisTargetOf } from '@cs/queue';
 import { PartitionConsumer } from './partition-consumer.ts';
 import { PartitionManager } from './partition-manager.ts';
 import { processBatch } from './process-batch.ts';
@@ -25,7 +25,7 @@ await requireLeastPrivilege(db.$client, {
   who: 'worker',
   url: config.DATABASE_URL,
 });
-const redis = createRedis(config.REDIS_URL);
+const redis = createRedis(redisTargetOf(config));
 redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
 const shutdown = new AbortController();
 

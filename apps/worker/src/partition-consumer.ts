@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Database } from '@cs/db';
 import type { JobOutcome, JobRef } from '@cs/ledger';
+import type { RedisClient } from '@cs/queue';
 import { type JobEvent, jobEventsChannel, jobIdsOf, openPartitionQueue, partitionQueueName } from '@cs/queue';
 import { type Job, type Queue, Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { requeueLostJobs } from './requeue.ts';
 
@@ -14,7 +14,7 @@ export interface ConsumerOptions {
   partition: number;
   db: Database;
   prefix: string;
-  redis: Redis;
+  redis: RedisClient;
   logger: Logger;
   batchSize: number;
   lockDurationMs: number;

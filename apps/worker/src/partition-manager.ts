@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import type { RedisClient } from '@cs/queue';
 import { partitionLeaseKey } from '@cs/queue';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 
 /** Renews the lease only if this process still holds it. */
@@ -14,7 +14,7 @@ export interface Consumer {
 }
 
 export interface PartitionManagerOptions {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   partitions: number;
   leaseMs: number;
@@ -125,12 +125,14 @@ export class PartitionManager {
     const { redis, prefix, leaseMs } = this.options;
     const partitions = [...this.owned.keys(), ...this.stopping.keys()];
     if (partitions.length === 0) return;
-    const pipeline = redis.pipeline();
-    for (const p of partitions) pipeline.eval(RENEW, 1, partitionLeaseKey(prefix, p), this.id, leaseMs);
-    const results = (await pipeline.exec()) ?? [];
+    // One command per lease, sent at once: not a pipeline, which on a Redis Cluster must stay in
+    // one slot, while each partition's lease sits in its partition's slot.
+    const results = await Promise.allSettled(
+      partitions.map((p) => redis.eval(RENEW, 1, partitionLeaseKey(prefix, p), this.id, leaseMs)),
+    );
     for (const [i, p] of partitions.entries()) {
-      const [error, renewed] = results[i] ?? [null, 0];
-      if (error || renewed === 1 || !this.owned.has(p)) continue;
+      const result = results[i];
+      if (result?.status !== 'fulfilled' || result.value === 1 || !this.owned.has(p)) continue;
       this.options.logger.warn({ partition: p }, 'partition lease lost; stopping its consumer');
       this.release(p);
     }
