@@ -93,12 +93,26 @@ export class PartitionConsumer {
     }
   }
 
-  /** Stops taking jobs, finishes the batch in hand, closes. */
+  /**
+   * Stops taking jobs, finishes the batch in hand, closes. Closing the BullMQ worker is bounded:
+   * on a Redis Cluster whose master fails over, BullMQ 6.7.0 can wait forever for the BZPOPMIN of
+   * its blocking connection (ioredis parks the command, retried after the connection was closed,
+   * in an offline queue nobody flushes), and the partition, whose lease is held until this
+   * returns, would never be consumed again. Past the bound the batch in hand is still finished;
+   * then the worker is left behind: it is closing, so it takes no more messages, and whatever it
+   * still held is handed back by the stall check, as for a worker that died.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.requeueTimer);
-    await this.worker.close();
-    await this.queue.close();
+    const { logger, partition, lockDurationMs, stalledIntervalMs } = this.options;
+    // By then a message it held has lost its lock and is given back anyway.
+    const boundMs = lockDurationMs + stalledIntervalMs;
+    if (!(await settlesWithin(this.worker.close(), boundMs))) {
+      while (this.draining || this.held.length > 0) await sleep(50);
+      logger.error({ partition, boundMs }, 'queue worker did not close in time; leaving it behind');
+    }
+    await settlesWithin(this.queue.close(), boundMs);
   }
 
   /**
@@ -167,6 +181,25 @@ export class PartitionConsumer {
     } catch (err) {
       this.options.logger.warn({ err }, 'could not publish job events');
     }
+  }
+}
+
+/** Whether `promise` settles (either way) within `ms`; it is left to run if not. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([
+      promise.then(
+        () => true,
+        () => true,
+      ),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -46,6 +46,14 @@ export class PartitionManager {
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> = Promise.resolve();
   private stopped = false;
+  /**
+   * Renewals run on a timer of their own, each lease on its own, so that nothing else can hold
+   * them up: on a Redis Cluster whose master is failing over, a command to that master takes
+   * seconds to fail. When the registry update or the slowest renewal held up the others, the
+   * leases on the healthy masters expired too, and every worker gave up all its partitions.
+   */
+  private renewTimer: NodeJS.Timeout | undefined;
+  private readonly renewing = new Set<number>();
 
   constructor(private readonly options: PartitionManagerOptions) {}
 
@@ -54,17 +62,17 @@ export class PartitionManager {
   }
 
   start(): void {
+    const every = Math.floor(this.options.leaseMs / 3);
     const schedule = () => {
       this.ticking = this.tick()
         .catch((err: unknown) => this.options.logger.warn({ err }, 'partition lease tick failed'))
         .finally(() => {
-          // While stopping, ticks go on renewing the leases of consumers that are still finishing.
-          if (!this.stopped || this.stopping.size > 0) {
-            this.timer = setTimeout(schedule, Math.floor(this.options.leaseMs / 3));
-          }
+          if (!this.stopped) this.timer = setTimeout(schedule, every);
         });
     };
     schedule();
+    // While stopping, renewals go on for the consumers that are still finishing (see stop()).
+    this.renewTimer = setInterval(() => this.renewLeases(), every);
   }
 
   /** Stops every consumer (each finishes its batch in hand) and releases the leases. */
@@ -72,6 +80,7 @@ export class PartitionManager {
     this.stopped = true;
     for (const partition of this.ownedPartitions) this.release(partition);
     await Promise.all(this.stopping.values());
+    clearInterval(this.renewTimer);
     clearTimeout(this.timer);
     await this.ticking;
     clearTimeout(this.timer);
@@ -84,10 +93,7 @@ export class PartitionManager {
 
   private async tick(): Promise<void> {
     const { redis, leaseMs, partitions } = this.options;
-    if (this.stopped) {
-      await this.renewLeases();
-      return;
-    }
+    if (this.stopped) return;
     const now = Date.now();
     // A process counts as live for as long as its leases would last: a dead one drops out of the
     // fair share just as its partitions come free, so the survivors may take them at once instead
@@ -100,8 +106,6 @@ export class PartitionManager {
       .exec();
     const live = Math.max(1, Number(registry?.[2]?.[1] ?? 1));
     const fairShare = Math.ceil(partitions / live);
-
-    await this.renewLeases();
     if (this.stopped) return;
 
     if (this.owned.size > fairShare) {
@@ -120,21 +124,28 @@ export class PartitionManager {
     }
   }
 
-  /** Renews the leases of the partitions consumed and of those whose consumer is still stopping. */
-  private async renewLeases(): Promise<void> {
-    const { redis, prefix, leaseMs } = this.options;
-    const partitions = [...this.owned.keys(), ...this.stopping.keys()];
-    if (partitions.length === 0) return;
-    // One command per lease, sent at once: not a pipeline, which on a Redis Cluster must stay in
-    // one slot, while each partition's lease sits in its partition's slot.
-    const results = await Promise.allSettled(
-      partitions.map((p) => redis.eval(RENEW, 1, partitionLeaseKey(prefix, p), this.id, leaseMs)),
-    );
-    for (const [i, p] of partitions.entries()) {
-      const result = results[i];
-      if (result?.status !== 'fulfilled' || result.value === 1 || !this.owned.has(p)) continue;
-      this.options.logger.warn({ partition: p }, 'partition lease lost; stopping its consumer');
-      this.release(p);
+  /**
+   * Renews the leases of the partitions consumed and of those whose consumer is still stopping,
+   * each by a command of its own (a cluster pipeline must stay in one slot, and each lease sits in
+   * its partition's slot). A renewal still waiting for its answer is not sent again: its master is
+   * unreachable or failing over, and the others need not wait for it. A failed renewal keeps the
+   * partition (Redis did not answer, so nothing says the lease is gone); only an answer that the
+   * lease is no longer ours stops its consumer.
+   */
+  private renewLeases(): void {
+    const { redis, prefix, leaseMs, logger } = this.options;
+    for (const p of [...this.owned.keys(), ...this.stopping.keys()]) {
+      if (this.renewing.has(p)) continue;
+      this.renewing.add(p);
+      redis
+        .eval(RENEW, 1, partitionLeaseKey(prefix, p), this.id, leaseMs)
+        .then((renewed) => {
+          if (renewed === 1 || !this.owned.has(p)) return;
+          logger.warn({ partition: p }, 'partition lease lost; stopping its consumer');
+          this.release(p);
+        })
+        .catch((err: unknown) => logger.debug({ err, partition: p }, 'partition lease renewal failed'))
+        .finally(() => this.renewing.delete(p));
     }
   }
 

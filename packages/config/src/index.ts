@@ -26,7 +26,8 @@ const schema = z.object({
       try {
         return parseClusterNodes(value);
       } catch (err) {
-        ctx.addIssue({ code: 'custom', message: `REDIS_CLUSTER_NODES: ${(err as Error).message}` });
+        // The line already names the variable (`config: REDIS_CLUSTER_NODES: ...`).
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
         return z.NEVER;
       }
     })

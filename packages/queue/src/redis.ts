@@ -40,9 +40,38 @@ export function createRedis(target: RedisTarget, { failFast = false }: { failFas
     retryDelayOnClusterDown: 200,
     retryDelayOnFailover: 200,
     retryDelayOnTryAgain: 200,
+    // Each retry, MOVED included, spends one of these. ioredis' 16 keep a command to a dead
+    // master retrying for 2-3 s; on a request path that holds the whole batch of submissions in
+    // hand, every partition's, not only that master's. Four give up in under a second, and only
+    // that master's partitions answer 503 until its replica takes over.
+    ...(failFast ? { maxRedirections: 4 } : {}),
     slotsRefreshTimeout: 2000,
   };
-  return new Cluster([...target.clusterNodes], options);
+  return stayEnded(new Cluster([...target.clusterNodes], options));
+}
+
+/**
+ * Works around ioredis 6.0.0: once a Cluster has ended (disconnect(), quit()), a command still
+ * waiting in its failover retry queue can put a node back in the connection pool; when that node
+ * drops, the pool's `drain` sets the status back from `end` to `close`, and the next retry then
+ * waits in the offline queue of a cluster that nobody reconnects: the command never settles. BullMQ
+ * 6.7.0 disconnects a Worker's blocking connection in `Worker.close()` and waits for its BZPOPMIN;
+ * a Worker closed while a master fails over never finished closing, so its partition's lease was
+ * never released and nobody consumed the partition again. Keeping `end` until the next
+ * `connect()` makes such a retry fail at once ("Cluster is ended"). BullMQ's duplicates of this
+ * client (each Worker's own connections) get the same treatment.
+ */
+function stayEnded(cluster: Cluster): Cluster {
+  const internals = cluster as unknown as { status: string; setStatus(status: string): void };
+  const setStatus = internals.setStatus.bind(cluster);
+  internals.setStatus = (status) => {
+    if (internals.status === 'end' && status === 'close') return;
+    setStatus(status);
+  };
+  const duplicate = cluster.duplicate.bind(cluster);
+  cluster.duplicate = ((...args: Parameters<Cluster['duplicate']>) =>
+    stayEnded(duplicate(...args))) as Cluster['duplicate'];
+  return cluster;
 }
 
 /** The target of a process's configuration: the cluster when `REDIS_CLUSTER_NODES` is set. */
