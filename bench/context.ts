@@ -44,7 +44,7 @@ export function createContext(options: BenchOptions): BenchContext {
   const { config } = options;
   const run = runSettings(options);
   const sql = connect(config.databaseUrl, BENCH_POOL_SIZE);
-  const redis = createRedis(config.redisUrl);
+  const redis = createRedis({ url: config.redisUrl });
   redis.on('error', () => {});
   const processes = new RunProcesses(config, run);
   const metersFor = (database: string) => ({

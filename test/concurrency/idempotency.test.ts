@@ -1,84 +1,35 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { expectReconciled, ledgerOf, StatusTally, waitForJobsFinal } from '../support/concurrency.ts';
+import { StatusTally } from '../support/concurrency.ts';
 import { testSql } from '../support/db.ts';
-import { balanceOf, createSeller, fundSeller, type TestSeller } from '../support/factories.ts';
+import type { TestSeller } from '../support/factories.ts';
 import type { Answer } from '../support/http.ts';
 import { Client } from '../support/http.ts';
+import { idempotencyRaces } from '../support/idempotency.ts';
 import { ADMIN_TOKEN, System } from '../support/system.ts';
 
 describe('Idempotency-Key under concurrency, over three worker processes', () => {
   let system: System;
-  let client: Client;
   const sql = testSql();
+  const tally = new StatusTally();
+  let races: ReturnType<typeof idempotencyRaces>;
 
   beforeAll(async () => {
     system = await System.start({ workers: 3 });
-    client = new Client(system.baseUrl);
+    races = idempotencyRaces(new Client(system.baseUrl), sql, tally);
   });
-  const tally = new StatusTally();
   afterAll(async () => {
     await system?.stop();
     await sql.end();
     expect(tally.serverErrors).toEqual([]);
   });
 
-  const submit = async (seller: TestSeller, key: string, body: Record<string, unknown>, token = seller.apiKey) =>
-    tally.add(
-      'POST /api/charge-sales',
-      await client.post('/api/charge-sales', {
-        token,
-        headers: { 'idempotency-key': key },
-        body: { seller_id: seller.id, ...body },
-      }),
-    );
-
-  async function fundedSeller(name: string) {
-    const seller = await createSeller(client, name);
-    await fundSeller(client, seller, 100_000);
-    return seller;
-  }
-
-  /** Opens the connections first, so that the submissions leave together. */
-  const warm = (n: number) => Promise.all(Array.from({ length: n }, () => client.get('/healthz')));
-
-  async function expectSoldOnce(seller: TestSeller, jobId: string, amount: bigint) {
-    const [job] = (await waitForJobsFinal(sql, [jobId])).values();
-    expect(job?.status).toBe('succeeded');
-    const sales = (await ledgerOf(sql, seller.id)).filter((r) => r.type === 'charge_sale');
-    expect(sales).toHaveLength(1);
-    expect(sales[0]).toMatchObject({ job_id: jobId, amount: -amount });
-    const jobRows =
-      await sql`select count(*)::int as n from jobs where seller_id = ${seller.id} and type = 'charge_sale'`;
-    expect(jobRows[0]?.n).toBe(1);
-    expect(await balanceOf(client, seller.id)).toBe(100_000n - amount);
-    await expectReconciled(client, seller.id, 100_000n - amount);
-  }
-
-  const jobIdsOf = (answers: Answer[]) => new Set(answers.map((a) => a.body.job_id));
-
-  it('50 identical submissions at once with one key: one job, one sale, one ledger row', async () => {
-    const seller = await fundedSeller('Idempotent');
-    const key = randomUUID();
-    await warm(50);
-    const answers = await Promise.all(
-      Array.from({ length: 50 }, () => submit(seller, key, { phone_number: '09121234567', amount: 4000 })),
-    );
-    expect(
-      answers.map((a) => a.status),
-      JSON.stringify(answers.find((a) => a.status !== 202)?.body),
-    ).toEqual(Array(50).fill(202));
-    const ids = jobIdsOf(answers);
-    expect(ids.size).toBe(1);
-    await expectSoldOnce(seller, [...ids][0], 4000n);
-    // And once more after it finished: still the same job, still one sale.
-    const again = await submit(seller, key, { phone_number: '09121234567', amount: 4000 });
-    expect(again.status).toBe(202);
-    expect(again.body.job_id).toBe([...ids][0]);
-    await expectSoldOnce(seller, [...ids][0], 4000n);
+  it('50 identical submissions at once with one key: one job, one sale, one ledger row (and again after it finished)', async () => {
+    await races.oneKeyManyTimes('Idempotent', 50);
   });
 
   it('one key, 50 submissions of the same request spelt differently (amount as number or string, phone +98/98/09), some by the operator: one job', async () => {
+    const { submit, fundedSeller, warm, expectSoldOnce, jobIdsOf } = races;
     const seller = await fundedSeller('Idempotent spellings');
     const key = randomUUID();
     const spellings = [
@@ -105,6 +56,7 @@ describe('Idempotency-Key under concurrency, over three worker processes', () =>
   });
 
   it('one key, two different requests racing 25 against 25: one wins and sells once, every other request is 422', async () => {
+    const { submit, fundedSeller, warm, expectSoldOnce, jobIdsOf } = races;
     const seller = await fundedSeller('Idempotent conflict');
     const key = randomUUID();
     const first = { phone_number: '09121234567', amount: 4000 };
@@ -135,6 +87,7 @@ describe('Idempotency-Key under concurrency, over three worker processes', () =>
   });
 
   it('keys belong to a seller: two sellers using one key at once each get their own job and sale', async () => {
+    const { submit, fundedSeller, warm, expectSoldOnce, jobIdsOf } = races;
     const sellers = await Promise.all([fundedSeller('Key owner A'), fundedSeller('Key owner B')]);
     const key = randomUUID();
     await warm(40);

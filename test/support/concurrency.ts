@@ -144,6 +144,21 @@ export async function expectReconciled(client: Client, sellerId: string, balance
   });
 }
 
+/**
+ * Each seller's ledger is one unbroken chain (never below zero, each row following from the one
+ * before) that ends on the seller's balance, and the API's reconcile agrees. Returns the balances.
+ */
+export async function expectLedgersReconcile(client: Client, sql: Sql, sellerIds: readonly string[]) {
+  const balances = new Map<string, bigint>();
+  await inParallel([...sellerIds], 8, async (id) => {
+    const balance = expectUnbrokenChain(await ledgerOf(sql, id));
+    expect(await balanceOf(client, id), `seller ${id}: balance = ledger`).toBe(balance);
+    await expectReconciled(client, id, balance);
+    balances.set(id, balance);
+  });
+  return balances;
+}
+
 /** One database transaction as seen on its jobs: they share its start and its finish. */
 export interface Span {
   sellerId: string;

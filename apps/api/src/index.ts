@@ -1,6 +1,6 @@
 import { createLogger, loadConfig, requireServices } from '@cs/config';
 import { createDb, requireLeastPrivilege } from '@cs/db';
-import { createRedis, requireSamePartitionCount } from '@cs/queue';
+import { createRedis, redisTargetOf, requireSamePartitionCount } from '@cs/queue';
 import { serve } from '@hono/node-server';
 import { createApp } from './app.ts';
 import { ApiError } from './errors.ts';
@@ -24,8 +24,8 @@ await requireLeastPrivilege(db.$client, {
   url: config.DATABASE_URL,
 });
 await requireSamePartitionCount(db, config.PARTITIONS, 'api');
-const redis = createRedis(config.REDIS_URL, { failFast: true });
-const subscriber = createRedis(config.REDIS_URL);
+const redis = createRedis(redisTargetOf(config), { failFast: true });
+const subscriber = createRedis(redisTargetOf(config));
 for (const connection of [redis, subscriber]) {
   connection.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
 }

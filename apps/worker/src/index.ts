@@ -2,7 +2,7 @@ import { createServer } from 'node:http';
 import { createLogger, loadConfig, requireServices } from '@cs/config';
 import { createDb, requireLeastPrivilege } from '@cs/db';
 import type { JobOutcome, JobRef } from '@cs/ledger';
-import { Batcher, createRedis, requireSamePartitionCount } from '@cs/queue';
+import { Batcher, createRedis, redisTargetOf, requireSamePartitionCount } from '@cs/queue';
 import { DatabaseProbe } from './database-probe.ts';
 import { PartitionConsumer } from './partition-consumer.ts';
 import { PartitionManager } from './partition-manager.ts';
@@ -31,7 +31,7 @@ await requireLeastPrivilege(db.$client, {
   url: config.DATABASE_URL,
 });
 await requireSamePartitionCount(db, config.PARTITIONS, 'worker');
-const redis = createRedis(config.REDIS_URL);
+const redis = createRedis(redisTargetOf(config));
 redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
 const shutdown = new AbortController();
 

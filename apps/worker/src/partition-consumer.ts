@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Database } from '@cs/db';
 import type { JobOutcome, JobRef } from '@cs/ledger';
+import type { RedisClient } from '@cs/queue';
 import { type JobEvent, jobEventsChannel, jobIdsOf, openPartitionQueue, partitionQueueName } from '@cs/queue';
 import { type Job, type Queue, Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { requeueLostJobs } from './requeue.ts';
 
@@ -24,7 +24,7 @@ export interface ConsumerOptions {
   partition: number;
   db: Database;
   prefix: string;
-  redis: Redis;
+  redis: RedisClient;
   logger: Logger;
   batchSize: number;
   lockDurationMs: number;
@@ -109,9 +109,12 @@ export class PartitionConsumer {
   /**
    * Stops taking jobs, finishes the batch in hand (for as long as it takes: the partition's lease is
    * kept meanwhile), closes. BullMQ's close then waits for its blocking connection to end, which it
-   * never does if ioredis is between two reconnection attempts at that moment, as after a network
-   * cut (taskforcesh/bullmq#4656): that wait is bounded, or the partition would stay held by a
-   * consumer that never finishes stopping, and no process would consume it.
+   * may never do: after a network cut while ioredis is between two reconnection attempts
+   * (taskforcesh/bullmq#4656), or on a Redis Cluster whose master failed over, with the blocking
+   * command parked in an offline queue nobody flushes. That wait is bounded, or the partition would
+   * stay held by a consumer that never finishes stopping, and no process would consume it. Past
+   * the bound the BullMQ worker is left behind: it is closing, so it takes no more messages, and
+   * whatever it still held is handed back by the stall check, as for a worker that died.
    */
   async stop(): Promise<void> {
     this.stopped = true;
@@ -123,14 +126,11 @@ export class PartitionConsumer {
     );
     do await this.drainRun;
     while (this.draining);
-    const inTime = await Promise.race([closed, sleep(CLOSE_GRACE_MS).then(() => false)]);
-    if (!inTime) {
-      this.options.logger.warn(
-        { partition: this.options.partition },
-        'queue worker did not close in time; left behind',
-      );
+    const { logger, partition } = this.options;
+    if (!(await Promise.race([closed, sleep(CLOSE_GRACE_MS).then(() => false)]))) {
+      logger.error({ partition }, 'queue worker did not close in time; leaving it behind');
     }
-    await this.queue.close();
+    await settlesWithin(this.queue.close(), CLOSE_GRACE_MS);
   }
 
   /**
@@ -220,6 +220,25 @@ export class PartitionConsumer {
     } catch (err) {
       this.options.logger.warn({ err }, 'could not publish job events');
     }
+  }
+}
+
+/** Whether `promise` settles (either way) within `ms`; it is left to run if not. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([
+      promise.then(
+        () => true,
+        () => true,
+      ),
+      late,
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

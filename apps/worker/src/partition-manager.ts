@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import type { RedisClient } from '@cs/queue';
 import { partitionLeaseKey } from '@cs/queue';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 
 /** Renews the lease only if this process still holds it. */
@@ -16,7 +16,7 @@ export interface Consumer {
 }
 
 export interface PartitionManagerOptions {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   partitions: number;
   leaseMs: number;
@@ -55,6 +55,14 @@ export class PartitionManager {
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> = Promise.resolve();
   private stopped = false;
+  /**
+   * Renewals run on a timer of their own, each lease on its own, so that nothing else can hold
+   * them up: on a Redis Cluster whose master is failing over, a command to that master takes
+   * seconds to fail. When the registry update or the slowest renewal held up the others, the
+   * leases on the healthy masters expired too, and every worker gave up all its partitions.
+   */
+  private renewTimer: NodeJS.Timeout | undefined;
+  private readonly renewing = new Set<number>();
 
   constructor(private readonly options: PartitionManagerOptions) {}
 
@@ -63,21 +71,20 @@ export class PartitionManager {
   }
 
   start(): void {
+    const every = Math.floor(this.options.leaseMs / 3);
     const schedule = () => {
       const startedAt = Date.now();
       this.ticking = this.tick(startedAt)
         .catch((err: unknown) => this.options.logger.warn({ err }, 'partition lease tick failed'))
         .finally(() => {
-          // While stopping, ticks go on renewing the leases of consumers that are still finishing.
           // Every third of a lease from the start of the last tick, however long it took: over a
           // slow link to Redis a tick takes round trips, and they must not add up past a lease.
-          if (!this.stopped || this.stopping.size > 0) {
-            const every = Math.floor(this.options.leaseMs / 3);
-            this.timer = setTimeout(schedule, Math.max(0, every - (Date.now() - startedAt)));
-          }
+          if (!this.stopped) this.timer = setTimeout(schedule, Math.max(0, every - (Date.now() - startedAt)));
         });
     };
     schedule();
+    // While stopping, renewals go on for the consumers that are still finishing (see stop()).
+    this.renewTimer = setInterval(() => this.renewLeases(), every);
   }
 
   /** Stops every consumer (each finishes its batch in hand) and releases the leases. */
@@ -86,6 +93,7 @@ export class PartitionManager {
     for (const partition of this.ownedPartitions) this.release(partition);
     await Promise.all(this.stopping.values());
     await Promise.all(this.abandoned.values());
+    clearInterval(this.renewTimer);
     clearTimeout(this.timer);
     await this.ticking;
     clearTimeout(this.timer);
@@ -104,10 +112,7 @@ export class PartitionManager {
 
   private async tick(startedAt = Date.now()): Promise<void> {
     const { redis, leaseMs, partitions } = this.options;
-    if (this.stopped) {
-      await this.renewLeases();
-      return;
-    }
+    if (this.stopped) return;
     const now = Date.now();
     const answeredAt = this.options.database?.answeredAt ?? now;
     if (this.options.database?.outOfReach && (await this.othersReachDatabase(answeredAt))) {
@@ -131,8 +136,6 @@ export class PartitionManager {
       .exec();
     const live = Math.max(1, Number(registry?.[2]?.[1] ?? 1));
     const fairShare = Math.ceil(partitions / live);
-
-    await this.renewLeases();
     if (this.stopped) return;
 
     if (this.owned.size > fairShare) {
@@ -177,7 +180,6 @@ export class PartitionManager {
   private async giveUpAll(): Promise<void> {
     await this.options.redis.zrem(this.registryKey, this.id);
     for (const partition of this.ownedPartitions) this.abandon(partition);
-    await this.renewLeases();
   }
 
   /** Gives a partition up without waiting for its batch in hand, nor renewing its lease meanwhile. */
@@ -192,19 +194,28 @@ export class PartitionManager {
     this.abandoned.set(partition, done);
   }
 
-  /** Renews the leases of the partitions consumed and of those whose consumer is still stopping. */
-  private async renewLeases(): Promise<void> {
-    const { redis, prefix, leaseMs } = this.options;
-    const partitions = [...this.owned.keys(), ...this.stopping.keys()];
-    if (partitions.length === 0) return;
-    const pipeline = redis.pipeline();
-    for (const p of partitions) pipeline.eval(RENEW, 1, partitionLeaseKey(prefix, p), this.id, leaseMs);
-    const results = (await pipeline.exec()) ?? [];
-    for (const [i, p] of partitions.entries()) {
-      const [error, renewed] = results[i] ?? [null, 0];
-      if (error || renewed === 1 || !this.owned.has(p)) continue;
-      this.options.logger.warn({ partition: p }, 'partition lease lost; stopping its consumer');
-      this.release(p);
+  /**
+   * Renews the leases of the partitions consumed and of those whose consumer is still stopping,
+   * each by a command of its own (a cluster pipeline must stay in one slot, and each lease sits in
+   * its partition's slot). A renewal still waiting for its answer is not sent again: its master is
+   * unreachable or failing over, and the others need not wait for it. A failed renewal keeps the
+   * partition (Redis did not answer, so nothing says the lease is gone); only an answer that the
+   * lease is no longer ours stops its consumer.
+   */
+  private renewLeases(): void {
+    const { redis, prefix, leaseMs, logger } = this.options;
+    for (const p of [...this.owned.keys(), ...this.stopping.keys()]) {
+      if (this.renewing.has(p)) continue;
+      this.renewing.add(p);
+      redis
+        .eval(RENEW, 1, partitionLeaseKey(prefix, p), this.id, leaseMs)
+        .then((renewed) => {
+          if (renewed === 1 || !this.owned.has(p)) return;
+          logger.warn({ partition: p }, 'partition lease lost; stopping its consumer');
+          this.release(p);
+        })
+        .catch((err: unknown) => logger.debug({ err, partition: p }, 'partition lease renewal failed'))
+        .finally(() => this.renewing.delete(p));
     }
   }
 

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { isPlaceholderSecret } from './placeholders.ts';
+import { parseClusterNodes } from './redis-cluster.ts';
 
 /**
  * The whole configuration of every process, read from the environment once and validated here.
@@ -15,6 +16,22 @@ const schema = z.object({
   /** The owner of the tables, for `npm run db:migrate` only; DATABASE_URL when unset. */
   MIGRATION_DATABASE_URL: z.string().url().optional(),
   REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
+  /**
+   * `host:port,...` of a Redis Cluster's nodes (any of them): when set, every use of Redis goes to
+   * the cluster, and REDIS_URL gives only the credentials.
+   */
+  REDIS_CLUSTER_NODES: z
+    .string()
+    .transform((value, ctx) => {
+      try {
+        return parseClusterNodes(value);
+      } catch (err) {
+        // The line already names the variable (`config: REDIS_CLUSTER_NODES: ...`).
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        return z.NEVER;
+      }
+    })
+    .optional(),
   /** Every Redis key of this deployment starts with it; test runs use their own. */
   REDIS_PREFIX: z
     .string()
@@ -116,3 +133,4 @@ export function loadConfig({
 export { createLogger } from './logger.ts';
 export { isPlaceholderSecret } from './placeholders.ts';
 export { isReachable, requireServices } from './reachability.ts';
+export { type ClusterNode, parseClusterNodes } from './redis-cluster.ts';

@@ -1,14 +1,14 @@
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { type Delivery, defaultJobOptions, deliveryName } from './contract.ts';
 import { partitionQueueName } from './partitions.ts';
+import type { RedisClient } from './redis.ts';
 
 /**
  * The BullMQ queue of a partition, opened the same way by everyone who uses it: the API that adds
  * messages, the worker that consumes them, the requeue that puts lost ones back.
  */
 export function openPartitionQueue(
-  connection: Redis,
+  connection: RedisClient,
   prefix: string,
   partition: number,
   onError: (err: Error) => void,

@@ -1,6 +1,6 @@
 import { isFinalJobStatus } from '@cs/db';
+import type { RedisClient } from '@cs/queue';
 import { type JobEvent, jobEventsChannel } from '@cs/queue';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 
 type Listener = (event: JobEvent) => void;
@@ -14,7 +14,7 @@ export class JobEvents {
   private readonly anyListeners: Listener[] = [];
 
   constructor(
-    private readonly subscriber: Redis,
+    private readonly subscriber: RedisClient,
     private readonly prefix: string,
     private readonly logger: Logger,
   ) {}

@@ -1,6 +1,6 @@
+import type { RedisClient } from '@cs/queue';
 import { deliver, openPartitionQueue, partitionOf } from '@cs/queue';
 import type { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 
 /** The producer side of the partition queues: one BullMQ Queue per partition, made on first use. */
@@ -8,7 +8,7 @@ export class JobQueues {
   private readonly queues = new Map<number, Queue>();
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly prefix: string,
     readonly partitions: number,
     private readonly logger: Logger,

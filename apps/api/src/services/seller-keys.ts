@@ -1,6 +1,6 @@
 import { type Database, sellers } from '@cs/db';
+import type { RedisClient } from '@cs/queue';
 import { eq } from 'drizzle-orm';
-import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 
@@ -25,13 +25,13 @@ export class SellerKeys {
 
   constructor(
     private readonly db: Database,
-    private readonly publisher: Redis,
+    private readonly publisher: RedisClient,
     private readonly channel: string,
     private readonly logger: Logger,
   ) {}
 
   /** Listens for changes made by other API processes. */
-  async listen(subscriber: Redis): Promise<void> {
+  async listen(subscriber: RedisClient): Promise<void> {
     subscriber.on('message', (channel: string, sellerId: string) => {
       if (channel === this.channel) this.forget(sellerId);
     });
