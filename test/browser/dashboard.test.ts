@@ -1,17 +1,13 @@
-import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Browser, chromium, type Locator, type Page } from 'playwright-core';
+import type { Browser, Locator, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { artifacts, hasChromium, launchChromium, warnIfNoChromium } from '../support/browser.ts';
 import { isolatedDatabase } from '../support/db.ts';
 import { createSeller, waitForJob } from '../support/factories.ts';
 import { Client } from '../support/http.ts';
 import { ADMIN_TOKEN, System } from '../support/system.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium) console.warn(`Skipping the overview browser test: no Chromium at ${CHROMIUM}`);
-
-const artifacts = join(import.meta.dirname, '..', '..', 'test-artifacts');
+warnIfNoChromium('overview');
 
 interface Overview {
   sales_per_minute: Array<{ minute: string; count: number }>;
@@ -51,13 +47,9 @@ describe.skipIf(!hasChromium)('the operator overview, in a real browser', () => 
     database = await isolatedDatabase('dashboard');
     [system, browser] = await Promise.all([
       System.start({ workers: 1, databaseUrl: database.applicationUrl }),
-      chromium.launch({
-        executablePath: CHROMIUM,
-        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-      }),
+      launchChromium(),
     ]);
     client = new Client(system.baseUrl);
-    mkdirSync(artifacts, { recursive: true });
   });
   afterAll(async () => {
     await browser?.close();

@@ -1,16 +1,12 @@
-import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Browser, chromium } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { artifacts, hasChromium, launchChromium, warnIfNoChromium } from '../support/browser.ts';
 import { balanceOf, createSeller, fundSeller } from '../support/factories.ts';
 import { Client } from '../support/http.ts';
 import { System } from '../support/system.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium) console.warn(`Skipping the API reference browser test: no Chromium at ${CHROMIUM}`);
-
-const artifacts = join(import.meta.dirname, '..', '..', 'test-artifacts');
+warnIfNoChromium('API reference');
 
 describe.skipIf(!hasChromium)('the API reference at /docs, in a real browser', () => {
   let system: System;
@@ -18,15 +14,8 @@ describe.skipIf(!hasChromium)('the API reference at /docs, in a real browser', (
   let browser: Browser;
 
   beforeAll(async () => {
-    [system, browser] = await Promise.all([
-      System.start({ workers: 1 }),
-      chromium.launch({
-        executablePath: CHROMIUM,
-        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-      }),
-    ]);
+    [system, browser] = await Promise.all([System.start({ workers: 1 }), launchChromium()]);
     client = new Client(system.baseUrl);
-    mkdirSync(artifacts, { recursive: true });
   });
   afterAll(async () => {
     await browser?.close();

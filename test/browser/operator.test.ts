@@ -1,16 +1,12 @@
-import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Browser, type BrowserContext, chromium } from 'playwright-core';
+import type { Browser, BrowserContext } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { artifacts, hasChromium, launchChromium, warnIfNoChromium } from '../support/browser.ts';
 import { balanceOf, createSeller } from '../support/factories.ts';
 import { Client } from '../support/http.ts';
 import { ADMIN_TOKEN, System } from '../support/system.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium) console.warn(`Skipping the operator browser test: no Chromium at ${CHROMIUM}`);
-
-const artifacts = join(import.meta.dirname, '..', '..', 'test-artifacts');
+warnIfNoChromium('operator');
 
 describe.skipIf(!hasChromium)('the operator, in a real browser', () => {
   let system: System;
@@ -19,15 +15,8 @@ describe.skipIf(!hasChromium)('the operator, in a real browser', () => {
   let context: BrowserContext;
 
   beforeAll(async () => {
-    [system, browser] = await Promise.all([
-      System.start({ workers: 1 }),
-      chromium.launch({
-        executablePath: CHROMIUM,
-        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-      }),
-    ]);
+    [system, browser] = await Promise.all([System.start({ workers: 1 }), launchChromium()]);
     client = new Client(system.baseUrl);
-    mkdirSync(artifacts, { recursive: true });
     context = await browser.newContext({ baseURL: system.baseUrl, viewport: { width: 1280, height: 800 } });
   });
   afterAll(async () => {

@@ -15,6 +15,7 @@ import {
   type WorkerFleet,
   waitAllFinal,
   waitPartitionsSettled,
+  waitTakenOver,
   watchOutput,
 } from '../support/faults.ts';
 import type { Client } from '../support/http.ts';
@@ -70,25 +71,9 @@ describe('a worker process paused (SIGSTOP) past its lease and job locks, then r
 
     let handedOverMs = 0;
     try {
-      await until(
-        'the other worker consuming every partition',
-        async () => (await partitionsOf(healthPorts[1] as number)).length === PARTITIONS,
-        20_000,
-      );
       // Every sale accepted on the paused worker's partitions before the pause, those it held
       // included, is applied by the other worker while the paused one still sleeps.
-      await until(
-        "the sales on the paused worker's partitions before the pause final",
-        async () => {
-          const [row] = await sql<{ open: number }[]>`
-            select count(*)::int as open from jobs
-            where seller_id = any(${pausedSellers.map((s) => s.id)}::uuid[])
-              and submitted_at < ${new Date(pausedAt)} and status in ('queued', 'processing')`;
-          return row?.open === 0;
-        },
-        20_000,
-        200,
-      );
+      await waitTakenOver(sql, healthPorts[1] as number, pausedSellers, pausedAt);
       handedOverMs = Date.now() - pausedAt;
     } finally {
       process.kill(pid, 'SIGCONT');

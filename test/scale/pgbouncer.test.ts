@@ -29,6 +29,7 @@ import {
   until,
   waitAllFinal,
   waitPartitionsSettled,
+  waitTakenOver,
   watchOutput,
 } from '../support/faults.ts';
 import { Client } from '../support/http.ts';
@@ -466,23 +467,7 @@ describe('behind PgBouncer 1.18 in transaction pooling', () => {
           50,
         );
         endedMs = Date.now() - releasedAt;
-        await until(
-          'the other worker consuming every partition',
-          async () => (await partitionsOf(healthPorts[1] as number)).length === PARTITIONS,
-          20_000,
-        );
-        await until(
-          "the sales on the paused worker's partitions before the pause final",
-          async () => {
-            const [row] = await sql<{ open: number }[]>`
-              select count(*)::int as open from jobs
-              where seller_id = any(${pausedSellers.map((s) => s.id)}::uuid[])
-                and submitted_at < ${new Date(pausedAt)} and status in ('queued', 'processing')`;
-            return row?.open === 0;
-          },
-          20_000,
-          200,
-        );
+        await waitTakenOver(sql, healthPorts[1] as number, pausedSellers, pausedAt);
         handedOverMs = Date.now() - pausedAt;
       } finally {
         process.kill(pid, 'SIGCONT');

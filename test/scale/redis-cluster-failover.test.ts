@@ -27,9 +27,9 @@ import {
   waitAllFinal,
   waitPartitionsSettled,
 } from '../support/faults.ts';
-import { Client } from '../support/http.ts';
-import { type LocalRedisCluster, startRedisCluster } from '../support/redis-cluster.ts';
-import { freePort, System } from '../support/system.ts';
+import type { Client } from '../support/http.ts';
+import { type LocalRedisCluster, startRedisCluster, systemOnCluster } from '../support/redis-cluster.ts';
+import type { System } from '../support/system.ts';
 
 /** The longest a partition served by a surviving master may go without a commit. */
 const SURVIVOR_GAP_MS = 3000;
@@ -120,14 +120,7 @@ describe.each([
   const sql = testSql();
 
   beforeAll(async () => {
-    cluster = await startRedisCluster({ fullCoverage });
-    system = await System.start({
-      workers: 0,
-      env: { REDIS_CLUSTER_NODES: cluster.nodes, PARTITIONS: String(PARTITIONS) },
-    });
-    healthPorts = [await freePort(), await freePort()];
-    for (const port of healthPorts) system.startWorker({ WORKER_HEALTH_PORT: String(port) });
-    client = new Client(system.baseUrl);
+    ({ cluster, system, healthPorts, client } = await systemOnCluster({ fullCoverage }));
   });
   afterAll(async () => {
     await cleanUp(

@@ -17,11 +17,11 @@ import {
   waitAllFinal,
   waitPartitionsSettled,
 } from '../support/faults.ts';
-import { Client } from '../support/http.ts';
+import type { Client } from '../support/http.ts';
 import { idempotencyRaces } from '../support/idempotency.ts';
-import { type LocalRedisCluster, startRedisCluster } from '../support/redis-cluster.ts';
+import { type LocalRedisCluster, systemOnCluster } from '../support/redis-cluster.ts';
 import { describeScenario, runRequiredScenario } from '../support/scenario.ts';
-import { freePort, System } from '../support/system.ts';
+import { freePort, type System } from '../support/system.ts';
 
 /** The keys under `pattern` on one node alone (redis-cli without -c scans only that node). */
 async function keysOn(cluster: LocalRedisCluster, port: number, pattern: string): Promise<string[]> {
@@ -37,14 +37,7 @@ describe('on a Redis Cluster (3 masters, a replica each), with two workers', () 
   const tally = new StatusTally();
 
   beforeAll(async () => {
-    cluster = await startRedisCluster();
-    system = await System.start({
-      workers: 0,
-      env: { REDIS_CLUSTER_NODES: cluster.nodes, PARTITIONS: String(PARTITIONS) },
-    });
-    healthPorts = [await freePort(), await freePort()];
-    for (const port of healthPorts) system.startWorker({ WORKER_HEALTH_PORT: String(port) });
-    client = new Client(system.baseUrl);
+    ({ cluster, system, healthPorts, client } = await systemOnCluster());
   });
   afterAll(async () => {
     await cleanUp(

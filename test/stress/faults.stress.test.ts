@@ -21,6 +21,7 @@ import {
   until,
   waitAllFinal,
   waitPartitionsSettled,
+  waitTakenOver,
   watchOutput,
 } from '../support/faults.ts';
 import { Client } from '../support/http.ts';
@@ -305,23 +306,7 @@ describe('worker processes paused past their leases, again and again', () => {
       const pausedAt = Date.now();
       await hold.release();
       try {
-        await until(
-          'the other worker consuming every partition',
-          async () => (await partitionsOf(healthPorts[other] as number)).length === PARTITIONS,
-          30_000,
-        );
-        await until(
-          "the paused worker's sales final without it",
-          async () => {
-            const [row] = await sql<{ open: number }[]>`
-              select count(*)::int as open from jobs
-              where seller_id = any(${pausedSellers.map((s) => s.id)}::uuid[])
-                and submitted_at < ${new Date(pausedAt)} and status in ('queued', 'processing')`;
-            return row?.open === 0;
-          },
-          30_000,
-          200,
-        );
+        await waitTakenOver(sql, healthPorts[other] as number, pausedSellers, pausedAt, 30_000);
         log(
           `pause round ${round}: worker ${victim}'s sales applied by the other ${Date.now() - pausedAt} ms after the pause`,
         );

@@ -537,6 +537,37 @@ export async function firstCommitAfter(
 }
 
 /**
+ * Waits until the worker reporting on `healthPort` consumes every partition, and every sale of
+ * `sellers` submitted before `since` is final: the jobs a paused worker held were applied by
+ * another while it slept.
+ */
+export async function waitTakenOver(
+  sql: Sql,
+  healthPort: number,
+  sellers: TestSeller[],
+  since: number,
+  timeoutMs = 20_000,
+): Promise<void> {
+  await until(
+    'the other worker consuming every partition',
+    async () => (await partitionsOf(healthPort)).length === PARTITIONS,
+    timeoutMs,
+  );
+  await until(
+    "the sales on the paused worker's partitions before the pause final",
+    async () => {
+      const [row] = await sql<{ open: number }[]>`
+        select count(*)::int as open from jobs
+        where seller_id = any(${sellers.map((s) => s.id)}::uuid[])
+          and submitted_at < ${new Date(since)} and status in ('queued', 'processing')`;
+      return row?.open === 0;
+    },
+    timeoutMs,
+    200,
+  );
+}
+
+/**
  * Holds the sellers' rows locked the way a long-running transaction would (FOR NO KEY UPDATE:
  * it blocks the worker's FOR UPDATE, not the API's foreign-key checks), so accepted sales pile
  * up in flight. `release()` commits and lets the workers go on.

@@ -1,10 +1,10 @@
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { isReachable } from '@cs/config';
 import { migrateDatabase, urlAsRole } from '@cs/db';
 import { freePort } from './system.ts';
 
@@ -180,24 +180,10 @@ async function freeSubnet(): Promise<string> {
   throw new Error('no free 10.x.y.0/24 found for the hosts');
 }
 
-/** True when something accepts TCP connections on host:port. */
-function isListening(port: number, host = '127.0.0.1', timeoutMs = 1000): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = new Socket();
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(timeoutMs, () => done(false));
-    socket.once('error', () => done(false));
-    socket.connect(port, host, () => done(true));
-  });
-}
-
 async function waitForPort(port: number, host: string, up: boolean, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if ((await isListening(port, host)) === up) return;
+    if ((await isReachable(`tcp://${host}:${port}`, port, 1000)) === up) return;
     await sleep(100);
   }
   throw new Error(`${host}:${port} did not ${up ? 'open' : 'close'} within ${timeoutMs} ms`);

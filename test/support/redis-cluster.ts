@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { freePort } from './system.ts';
+import { PARTITIONS } from './faults.ts';
+import { Client } from './http.ts';
+import { freePort, System } from './system.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -210,4 +212,19 @@ export async function startRedisCluster({
     throw error;
   }
   return cluster;
+}
+
+/**
+ * An API and two worker processes (each reporting its partitions on a health port) on a Redis
+ * Cluster of their own, started with `startRedisCluster(options)`.
+ */
+export async function systemOnCluster(options: { fullCoverage?: boolean } = {}) {
+  const cluster = await startRedisCluster(options);
+  const system = await System.start({
+    workers: 0,
+    env: { REDIS_CLUSTER_NODES: cluster.nodes, PARTITIONS: String(PARTITIONS) },
+  });
+  const healthPorts = [await freePort(), await freePort()];
+  for (const port of healthPorts) system.startWorker({ WORKER_HEALTH_PORT: String(port) });
+  return { cluster, system, healthPorts, client: new Client(system.baseUrl) };
 }

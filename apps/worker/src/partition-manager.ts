@@ -122,18 +122,20 @@ export class PartitionManager {
     // A process counts as live for as long as its leases would last: a dead one drops out of the
     // fair share just as its partitions come free, so the survivors may take them at once instead
     // of leaving them unconsumed until a longer registration runs out.
-    const registry = await redis
-      .multi()
-      .zadd(this.registryKey, now + leaseMs, this.id)
-      .zremrangebyscore(this.registryKey, '-inf', now)
-      .zcard(this.registryKey)
-      .exec();
-    // A transaction of its own: on a Redis Cluster the two keys live in different slots.
-    await redis
-      .multi()
-      .zadd(this.answeredKey, answeredAt, this.id)
-      .zremrangebyscore(this.answeredKey, '-inf', now - 10 * leaseMs)
-      .exec();
+    // Two transactions, sent at once: on a Redis Cluster the two keys live in different slots.
+    const [registry] = await Promise.all([
+      redis
+        .multi()
+        .zadd(this.registryKey, now + leaseMs, this.id)
+        .zremrangebyscore(this.registryKey, '-inf', now)
+        .zcard(this.registryKey)
+        .exec(),
+      redis
+        .multi()
+        .zadd(this.answeredKey, answeredAt, this.id)
+        .zremrangebyscore(this.answeredKey, '-inf', now - 10 * leaseMs)
+        .exec(),
+    ]);
     const live = Math.max(1, Number(registry?.[2]?.[1] ?? 1));
     const fairShare = Math.ceil(partitions / live);
     if (this.stopped) return;
