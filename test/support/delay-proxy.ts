@@ -6,15 +6,20 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
  * before the chunk that arrived ahead of it in the same direction, so the byte stream is the
  * same, only later. The delay can be changed while connections are open: a chunk keeps the delay
  * it arrived under, and a chunk arriving after a switch to 0 still waits for the ones queued
- * before it.
+ * before it. A client's connections may be given a delay of their own (by the client's address),
+ * so that one proxy in front of a server shared by many clients can slow one of them.
  */
 export interface DelayProxy {
   /** Where clients connect. */
   host: string;
   port: number;
-  /** The delay added to each direction, in ms. */
+  /** The delay added to each direction, in ms, of a client without a delay of its own. */
   readonly delayMs: number;
-  setDelay(ms: number): void;
+  /**
+   * Sets the delay of every client's connections, or, with `from`, of the connections of the
+   * client at that address only (its own delay from then on, whatever the default).
+   */
+  setDelay(ms: number, from?: string): void;
   /**
    * The most a chunk was written later than due, in ms since the last `setDelay`: the proxy runs on
    * the test's event loop, and a busy loop adds to the delay asked for.
@@ -35,6 +40,7 @@ export interface DelayProxyOptions {
 
 export async function startDelayProxy(options: DelayProxyOptions): Promise<DelayProxy> {
   let delayMs = options.delayMs ?? 0;
+  const delayOf = new Map<string, number>();
   let accepted = 0;
   const lateness = { max: 0 };
   const sockets = new Set<Socket>();
@@ -54,8 +60,10 @@ export async function startDelayProxy(options: DelayProxyOptions): Promise<Delay
     // delayedPipe); the handlers only keep an error from being thrown.
     client.on('error', () => {});
     upstream.on('error', () => {});
-    delayedPipe(client, upstream, () => delayMs, lateness);
-    delayedPipe(upstream, client, () => delayMs, lateness);
+    const from = client.remoteAddress ?? '';
+    const delay = () => delayOf.get(from) ?? delayMs;
+    delayedPipe(client, upstream, delay, lateness);
+    delayedPipe(upstream, client, delay, lateness);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -73,9 +81,10 @@ export async function startDelayProxy(options: DelayProxyOptions): Promise<Delay
     get delayMs() {
       return delayMs;
     },
-    setDelay(ms: number) {
+    setDelay(ms: number, from?: string) {
       if (!Number.isFinite(ms) || ms < 0) throw new Error(`delay: not a duration: ${ms}`);
-      delayMs = ms;
+      if (from === undefined) delayMs = ms;
+      else delayOf.set(from, ms);
       lateness.max = 0;
     },
     get maxLatenessMs() {
