@@ -80,6 +80,9 @@ export class HostNetwork {
   readonly hosts: Host[] = [];
   private readonly namespaces: string[] = [];
   private readonly devices: string[] = [];
+  /** Devices of the root namespace alone (no namespace takes them with it). */
+  private readonly rootOnlyDevices: string[] = [];
+  private readonly shared = new Map<Service, string>();
   private readonly removeOnExit = () => this.removeSync();
 
   private constructor(readonly subnet: string) {
@@ -114,6 +117,32 @@ export class HostNetwork {
     host.links[service].up = true;
   }
 
+  /**
+   * One address, the same for every host, where the hosts reach `service` over their own link for
+   * it: held in the root namespace by a veth pair of its own (a machine may lack the dummy device),
+   * and routed from each host through its `service` link. For a service whose servers all announce
+   * one address (a Redis Cluster's nodes, each on a port of its own): the root namespace reaches it
+   * as a local address, and a cut of a host's link cuts that host off from every server at it.
+   */
+  async sharedAddress(service: Service): Promise<string> {
+    const known = this.shared.get(service);
+    if (known) return known;
+    const address = `${this.subnet}.${service === 'postgres' ? 253 : 254}`;
+    const device = `v${process.pid % 1_000_000}s${service === 'postgres' ? 'p' : 'r'}`;
+    await ip('link', 'add', device, 'type', 'veth', 'peer', 'name', `${device}x`);
+    this.rootOnlyDevices.push(device);
+    await ip('addr', 'add', `${address}/32`, 'dev', device);
+    await ip('link', 'set', device, 'up');
+    await ip('link', 'set', `${device}x`, 'up');
+    for (const host of this.hosts) {
+      const link = host.links[service];
+      const hostDevice = service === 'postgres' ? 'pg0' : 'redis0';
+      await ip('-n', host.namespace, 'route', 'add', `${address}/32`, 'via', link.rootAddress, 'dev', hostDevice);
+    }
+    this.shared.set(service, address);
+    return address;
+  }
+
   async healAll(): Promise<void> {
     for (const host of this.hosts)
       for (const service of SERVICES) if (!host.links[service].up) await this.heal(host, service);
@@ -129,7 +158,7 @@ export class HostNetwork {
     for (const namespace of this.namespaces.splice(0)) await ip('netns', 'del', namespace).catch(() => '');
     // Gone with their namespaces; a device whose peer was never moved in is deleted by name.
     const left = await ip('-o', 'link', 'show').catch(() => '');
-    for (const device of this.devices.splice(0)) {
+    for (const device of [...this.devices.splice(0), ...this.rootOnlyDevices.splice(0)]) {
       if (left.includes(` ${device}@`) || left.includes(` ${device}:`)) await ip('link', 'del', device).catch(() => '');
     }
   }
@@ -139,6 +168,11 @@ export class HostNetwork {
     for (const namespace of this.namespaces.splice(0)) {
       try {
         execFileSync('ip', ['netns', 'del', namespace], { stdio: 'ignore' });
+      } catch {}
+    }
+    for (const device of this.rootOnlyDevices.splice(0)) {
+      try {
+        execFileSync('ip', ['link', 'del', device], { stdio: 'ignore' });
       } catch {}
     }
   }
