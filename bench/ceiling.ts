@@ -22,6 +22,7 @@ import type { BenchSeller } from './load.ts';
 import { elapsed, fmt, log } from './output.ts';
 import type { HttpTarget } from './phases.ts';
 import { root } from './processes.ts';
+import { isLocal } from './samplers.ts';
 import type { JobStats } from './stats.ts';
 import { createDatabase, dropDatabase, processAlive, retrying, urlOfDatabase } from './storage.ts';
 
@@ -236,8 +237,6 @@ function removeWorkDir(workDir: string): void {
   unlinkSync(join(workDir, 'node_modules'));
   rmSync(workDir, { recursive: true, force: true });
 }
-
-const isLocal = (host: string) => ['127.0.0.1', 'localhost', '::1', '[::1]'].includes(host);
 
 async function createTables(sql: Sql, sellers: number): Promise<void> {
   // run.sh's tables (without those of its pgbench reference: the bench has its row-lock phases).

@@ -10,7 +10,7 @@ import { LoadGenerator } from './load-process.ts';
 import { type BenchOptions, type Config, type RunSettings, runSettings } from './options.ts';
 import { log } from './output.ts';
 import { RunProcesses } from './product.ts';
-import { CpuMeter, parseRedisInfo, RssSampler, WaitSampler } from './samplers.ts';
+import { CpuMeter, isLocal, parseRedisInfo, RssSampler, WaitSampler } from './samplers.ts';
 import { dropDatabase, removeRedisKeys } from './storage.ts';
 
 /** Connections of the bench's own postgres.js pool (its queries and the samplers'). */
@@ -57,8 +57,12 @@ export function createContext(options: BenchOptions): BenchContext {
         { group: 'bench', pid: process.pid },
       ],
       async () => {
-        const info = parseRedisInfo(await redis.info('cpu'));
-        return Number(info.get('used_cpu_user') ?? 0) + Number(info.get('used_cpu_sys') ?? 0);
+        const info = parseRedisInfo(`${await redis.info('cpu')}\n${await redis.info('server')}`);
+        const local = isLocal(new URL(config.redisUrl).hostname);
+        return {
+          cpuSeconds: Number(info.get('used_cpu_user') ?? 0) + Number(info.get('used_cpu_sys') ?? 0),
+          pid: local ? Number(info.get('process_id')) || undefined : undefined,
+        };
       },
     ),
   });

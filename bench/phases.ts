@@ -55,6 +55,8 @@ export interface PhaseResult {
   rssMiB: Record<string, number>;
   /** CPU seconds used during the phase (load and drain) by group: api, workers, redis, sync, bench, postgres. */
   cpuSeconds: Record<string, number>;
+  /** Read and write system calls made during the phase, by the same groups. */
+  systemCalls: Record<string, number>;
   /** Redis commands run during the phase, by name, busiest first (HTTP phases only). */
   redisCommands?: Array<{ command: string; calls: number; usec: number }>;
   backends: string;
@@ -244,7 +246,7 @@ export class Phases {
       },
     );
     const left = await target.settle(label);
-    const cpuSeconds = Object.fromEntries(await retrying(() => cpuMeter.end()));
+    const { cpuSeconds, systemCalls } = await retrying(() => cpuMeter.end());
     const redisCommands = commandDelta(commandsBefore, parseCommandStats(await redis.info('commandstats')));
     const rssMiB = Object.fromEntries([...rssSampler.stop()].filter(([process]) => measured(process)));
     const backends = waitSampler.stop();
@@ -269,6 +271,7 @@ export class Phases {
       salesPerSecond: stats.spanSeconds > 0 ? stats.sales / stats.spanSeconds : 0,
       rssMiB,
       cpuSeconds,
+      systemCalls,
       redisCommands,
       backends,
       unreconciled,
@@ -319,7 +322,7 @@ export class Phases {
     const seconds = (Date.now() - started) / 1000;
     clearInterval(progress);
     const backends = waitSampler.stop();
-    const cpuSeconds = Object.fromEntries(await retrying(() => cpuMeter.end()));
+    const { cpuSeconds, systemCalls } = await retrying(() => cpuMeter.end());
     await pool.end({ timeout: 5 });
     const stats = await jobStats(this.ctx.sql, name, since);
     const unreconciled = await unreconciledSellers(this.ctx.bench.db, run.ledgerKey);
@@ -334,6 +337,7 @@ export class Phases {
       salesPerSecond: stats.spanSeconds > 0 ? stats.sales / stats.spanSeconds : 0,
       rssMiB: {},
       cpuSeconds,
+      systemCalls,
       backends,
       unreconciled,
       problems,

@@ -152,6 +152,8 @@ function printTable(results: PhaseResult[], config: Config): void {
   );
   log('');
   const groups = ['api', 'workers', 'redis', 'sync', 'bench', 'postgres'];
+  // PostgreSQL's backends talk through send() and recv(), which /proc/<pid>/io does not count.
+  const callGroups = groups.filter((g) => g !== 'postgres');
   log(
     table(
       ['CPU ms per committed job', ...groups, 'total', 'load generator'],
@@ -169,7 +171,24 @@ function printTable(results: PhaseResult[], config: Config): void {
     ),
   );
   log(
-    'CPU (user + system, /proc/<pid>/stat) over the load and the drain, divided by the jobs committed. bench: the ' +
+    table(
+      ['system calls per committed job', ...callGroups, 'total'],
+      results.map((r) => {
+        const charged = cpuGroups[r.kind].filter((g) => callGroups.includes(g));
+        const perJob = (calls: number) => (r.stats.jobs > 0 ? fmt(calls / r.stats.jobs, 1) : '-');
+        const total = charged.reduce((sum, g) => sum + (r.systemCalls[g] ?? 0), 0);
+        return [
+          r.label,
+          ...callGroups.map((g) => (charged.includes(g) ? perJob(r.systemCalls[g] ?? 0) : '-')),
+          perJob(total),
+        ];
+      }),
+    ),
+  );
+  log(
+    'CPU (user + system, /proc/<pid>/stat) over the load and the drain, divided by the jobs committed; system ' +
+      'calls: reads and writes (syscr + syscw, /proc/<pid>/io), each hand-over between two processes is a write ' +
+      "and a read (PostgreSQL's backends use send and recv, which it does not count). bench: the " +
       'row-lock loop runs in the bench process. redis: the Redis server (INFO cpu). postgres: the backends serving ' +
       `the bench database (the bare pipeline's own for its phases). load generator: the ${config.load} process ` +
       '(not in the total).',

@@ -126,42 +126,75 @@ export function cpuSeconds(pid: number): number {
 }
 
 /**
- * CPU used by each group of processes over a phase: the product's processes, the sync server, and
- * the PostgreSQL backends serving the bench database. On a shared machine throughput moves with
- * the neighbours' load; the CPU a committed job costs moves much less.
+ * Read and write system calls a process has made so far (`syscr` + `syscw` of /proc/<pid>/io); 0
+ * where unreadable (another user's process without root). On one machine every hand-over between
+ * processes is a socket write and a read, and a write that wakes the reader often gives it the
+ * core: the count tells how many hand-overs a job costs, and moves far less with the neighbours'
+ * load than the time does.
+ */
+export function systemCalls(pid: number): number {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+    const field = (name: string) => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(io)?.[1] ?? 0);
+    return field('syscr') + field('syscw');
+  } catch {
+    return 0;
+  }
+}
+
+/** Whether a URL's host is this machine (whose processes the bench can read in /proc). */
+export const isLocal = (host: string) => ['127.0.0.1', 'localhost', '::1', '[::1]'].includes(host);
+
+/** What a group of processes used over a phase. */
+export interface Usage {
+  cpuSeconds: Record<string, number>;
+  systemCalls: Record<string, number>;
+}
+
+/**
+ * CPU and system calls used by each group of processes over a phase: the product's processes, the
+ * sync server, the PostgreSQL backends serving the bench database, and the Redis server. On a
+ * shared machine throughput moves with the neighbours' load; the CPU a committed job costs moves
+ * much less, and its system calls hardly at all.
  */
 export class CpuMeter {
-  private start = new Map<string, number>();
+  private start = new Map<string, { cpu: number; calls: number }>();
 
   constructor(
     private readonly sql: Sql,
     private readonly database: string,
     private readonly processes: () => Array<{ group: string; pid: number }>,
-    /** The Redis server's own CPU seconds (`INFO cpu`): it serves every process of the run. */
-    private readonly redisCpuSeconds: () => Promise<number>,
+    /** The Redis server's own CPU seconds (`INFO cpu`) and pid: it serves every process of the run. */
+    private readonly redisServer: () => Promise<{ cpuSeconds: number; pid: number | undefined }>,
   ) {}
 
   async begin(): Promise<void> {
     this.start = await this.snapshot();
   }
 
-  /** CPU seconds by group since `begin`. A backend that closed before the end is not counted. */
-  async end(): Promise<Map<string, number>> {
+  /** Usage by group since `begin`. A backend that closed before the end is not counted. */
+  async end(): Promise<Usage> {
     const end = await this.snapshot();
-    const byGroup = new Map<string, number>();
-    for (const [key, seconds] of end) {
+    const usage: Usage = { cpuSeconds: {}, systemCalls: {} };
+    for (const [key, { cpu, calls }] of end) {
       const group = key.slice(0, key.indexOf(':'));
-      byGroup.set(group, (byGroup.get(group) ?? 0) + seconds - (this.start.get(key) ?? 0));
+      const before = this.start.get(key) ?? { cpu: 0, calls: 0 };
+      usage.cpuSeconds[group] = (usage.cpuSeconds[group] ?? 0) + cpu - before.cpu;
+      usage.systemCalls[group] = (usage.systemCalls[group] ?? 0) + calls - before.calls;
     }
-    return byGroup;
+    return usage;
   }
 
-  private async snapshot(): Promise<Map<string, number>> {
+  private async snapshot(): Promise<Map<string, { cpu: number; calls: number }>> {
     const backends = await this.sql<{ pid: number }[]>`
       select pid from pg_stat_activity where datname = ${this.database} and pid <> pg_backend_pid()`;
     const all = [...this.processes(), ...backends.map(({ pid }) => ({ group: 'postgres', pid }))];
-    const snapshot = new Map(all.map(({ group, pid }) => [`${group}:${pid}`, cpuSeconds(pid)]));
-    snapshot.set('redis:server', await this.redisCpuSeconds());
+    const snapshot = new Map(
+      all.map(({ group, pid }) => [`${group}:${pid}`, { cpu: cpuSeconds(pid), calls: systemCalls(pid) }]),
+    );
+    const redis = await this.redisServer();
+    // The server's pid is only this machine's when Redis runs here; elsewhere its calls are 0.
+    snapshot.set('redis:server', { cpu: redis.cpuSeconds, calls: redis.pid ? systemCalls(redis.pid) : 0 });
     return snapshot;
   }
 }
