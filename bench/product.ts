@@ -4,22 +4,28 @@
  * is a child process with its logs kept; their peak memory is read before they stop, and their CPU
  * profiles (`--profile`) are summarised at the end.
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type createRedis, partitionLeaseKey } from '@cs/queue';
 import type { Config, RunSettings } from './options.ts';
 import { log } from './output.ts';
-import { BenchProcess, freePort, tsxEntry, waitHttpOk } from './processes.ts';
+import { BenchProcess, freePort, root, tsxEntry, waitHttpOk } from './processes.ts';
 import { formatProfile, summarizeProfile } from './profile-summary.ts';
 import { procStatusMiB } from './samplers.ts';
 
 /**
- * The API's heap cap, as `npm run start:api` sets it: without it V8 lets the heap grow lazily on a
- * large machine and the API's RSS grows far past what it needs under load, for no gain in
- * throughput.
+ * The memory flags a package.json start script gives node (`npm run start:api`, `start:worker`),
+ * so the bench runs the processes as they are deployed. Without them V8 sizes the heap for a
+ * large machine (on Node 24 its young generation too, to four times what Node 20 gave it) and RSS
+ * grows far past what the process needs under load, for no gain in throughput.
  */
-const API_HEAP = ['--max-old-space-size=192'];
+function memoryFlagsOf(script: 'start:api' | 'start:worker'): string[] {
+  const scripts = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).scripts as Record<string, string>;
+  return (scripts[script] ?? '').split(/\s+/).filter((arg) => /^--max-(old|semi)-space-size=\d+$/.test(arg));
+}
+const API_MEMORY = memoryFlagsOf('start:api');
+const WORKER_MEMORY = memoryFlagsOf('start:worker');
 
 export class RunProcesses {
   private readonly all: BenchProcess[] = [];
@@ -61,14 +67,18 @@ export class RunProcesses {
     };
     // Several workers on one machine cannot share a health port.
     delete env.WORKER_HEALTH_PORT;
-    const api = new BenchProcess('api', tsxEntry('apps/api/src/index.ts', [...this.nodeArgs('api'), ...API_HEAP]), {
+    const api = new BenchProcess('api', tsxEntry('apps/api/src/index.ts', [...this.nodeArgs('api'), ...API_MEMORY]), {
       ...env,
       PORT: String(apiPort),
     });
     this.all.push(api);
     for (let i = 0; i < this.config.workers; i++) {
       this.all.push(
-        new BenchProcess(`worker${i}`, tsxEntry('apps/worker/src/index.ts', this.nodeArgs(`worker${i}`)), env),
+        new BenchProcess(
+          `worker${i}`,
+          tsxEntry('apps/worker/src/index.ts', [...this.nodeArgs(`worker${i}`), ...WORKER_MEMORY]),
+          env,
+        ),
       );
     }
     this.api = `http://127.0.0.1:${apiPort}`;
