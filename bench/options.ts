@@ -12,7 +12,7 @@ import { findWrk } from './load-wrk.ts';
 import { root } from './processes.ts';
 
 export const usage = `npm run bench -- [options]
-  --workers N            worker processes (default 2)
+  --workers N            worker processes (default 1, as npm start runs)
   --duration S           seconds of load per HTTP workload (default 10)
   --max-requests N       at most N requests per HTTP workload (default 30000)
   --connections N        concurrent HTTP connections of the load generator (default 32)
@@ -78,7 +78,7 @@ export interface BenchOptions {
 export function parseOptions(): BenchOptions {
   const { values: opts } = parseArgs({
     options: {
-      workers: { type: 'string', default: '2' },
+      workers: { type: 'string', default: '1' },
       duration: { type: 'string', default: '10' },
       'max-requests': { type: 'string', default: '30000' },
       connections: { type: 'string', default: '32' },
