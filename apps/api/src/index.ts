@@ -24,7 +24,7 @@ await requireLeastPrivilege(db.$client, {
   url: config.DATABASE_URL,
 });
 await requireSamePartitionCount(db, config.PARTITIONS, 'api');
-const redis = createRedis(redisTargetOf(config), { failFast: true });
+const redis = createRedis(redisTargetOf(config), { failFast: true, autoPipeline: true });
 const subscriber = createRedis(redisTargetOf(config));
 for (const connection of [redis, subscriber]) {
   connection.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));

@@ -31,7 +31,7 @@ await requireLeastPrivilege(db.$client, {
   url: config.DATABASE_URL,
 });
 await requireSamePartitionCount(db, config.PARTITIONS, 'worker');
-const redis = createRedis(redisTargetOf(config));
+const redis = createRedis(redisTargetOf(config), { autoPipeline: true });
 redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
 const shutdown = new AbortController();
 

@@ -11,21 +11,38 @@ export interface RedisTarget {
   clusterNodes?: ReadonlyArray<{ host: string; port: number }>;
 }
 
-/**
- * A Redis connection. `failFast` is for request paths: commands fail at once while Redis is down
- * (the API answers 503) instead of queueing in memory until a client times out. Workers keep
- * BullMQ's requirement of unlimited retries per request.
- */
-export function createRedis(target: RedisTarget, { failFast = false }: { failFast?: boolean } = {}): RedisClient {
-  const perRequest: RedisOptions = failFast
-    ? { maxRetriesPerRequest: 1, connectTimeout: 2000 }
-    : { maxRetriesPerRequest: null };
+export interface ConnectionOptions {
+  /**
+   * For request paths: commands fail at once while Redis is down (the API answers 503) instead of
+   * queueing in memory until a client times out. Workers keep BullMQ's requirement of unlimited
+   * retries per request.
+   */
+  failFast?: boolean;
+  /**
+   * Commands issued in one turn of the event loop leave in one write (ioredis' auto-pipelining;
+   * on a cluster, one per node), in the order issued. Where many independent commands go out at
+   * once, a batch's messages to every partition, each write would otherwise be a system call and a
+   * wake-up of Redis of its own. A connection that blocks (BZPOPMIN) must not have it.
+   */
+  autoPipeline?: boolean;
+}
+
+/** A Redis connection to a single server or a cluster (see {@link ConnectionOptions}). */
+export function createRedis(
+  target: RedisTarget,
+  { failFast = false, autoPipeline = false }: ConnectionOptions = {},
+): RedisClient {
+  const perRequest: RedisOptions = {
+    ...(failFast ? { maxRetriesPerRequest: 1, connectTimeout: 2000 } : { maxRetriesPerRequest: null }),
+    enableAutoPipelining: autoPipeline,
+  };
   const retryStrategy = (attempt: number) => Math.min(attempt * 200, 2000);
   if (!target.clusterNodes?.length) {
     return new Redis(target.url, { ...perRequest, enableOfflineQueue: !failFast, lazyConnect: false, retryStrategy });
   }
   const { username, password } = new URL(target.url);
   const options: ClusterOptions = {
+    enableAutoPipelining: autoPipeline,
     redisOptions: {
       ...perRequest,
       ...(username ? { username: decodeURIComponent(username) } : {}),
