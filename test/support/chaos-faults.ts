@@ -259,9 +259,10 @@ function hostFaults({ network, postgresProxies }: ChaosHosts, cluster: LocalRedi
         const proxy = postgresProxies.get(host);
         cluster.setDelay(SLOW_MS, host.links.redis.hostAddress);
         proxy?.setDelay(SLOW_MS);
-        // A PING from the host, through one node's proxy: about twice the delay, and the time to
-        // start redis-cli.
-        const [pingHost = '', pingPort = ''] = (redisNodes[0] ?? '').split(':');
+        // A PING from the host, through the proxy of a node that runs (another fault may have
+        // killed some): about twice the delay, and the time to start redis-cli.
+        const running = cluster.members.find((m) => cluster.isRunning(m.port));
+        const [pingHost = '', pingPort = ''] = (running?.announced ?? '').split(':');
         const pingStarted = Date.now();
         const ping = await execFileAsync(
           'ip',

@@ -214,7 +214,9 @@ async function onHosts(
         worker.child.once('exit', (code, signal) => {
           if (!supervising) return;
           const next = startOn(worker.host);
-          const line = `${worker.name} (pid ${worker.child.pid}) exited (${signal ?? code}); ${next.name} started on host ${worker.host.number}`;
+          // One that ended by itself says why in its last line (e.g. a service it could not reach at start).
+          const said = signal === null ? `: ${worker.lines.at(-1)?.line.slice(0, 240) ?? 'nothing'}` : '';
+          const line = `${worker.name} (pid ${worker.child.pid}) exited (${signal ?? code}${said}); ${next.name} started on host ${worker.host.number}`;
           deaths.push(line);
           onDeath?.(line);
           watch(next);
