@@ -57,6 +57,8 @@ export interface PhaseResult {
   cpuSeconds: Record<string, number>;
   /** Read and write system calls made during the phase, by the same groups. */
   systemCalls: Record<string, number>;
+  /** WAL the PostgreSQL server wrote and flushed during the phase. */
+  wal: { bytes: number; flushes: number };
   /** Redis commands run during the phase, by name, busiest first (HTTP phases only). */
   redisCommands?: Array<{ command: string; calls: number; usec: number }>;
   backends: string;
@@ -246,7 +248,7 @@ export class Phases {
       },
     );
     const left = await target.settle(label);
-    const { cpuSeconds, systemCalls } = await retrying(() => cpuMeter.end());
+    const { cpuSeconds, systemCalls, wal } = await retrying(() => cpuMeter.end());
     const redisCommands = commandDelta(commandsBefore, parseCommandStats(await redis.info('commandstats')));
     const rssMiB = Object.fromEntries([...rssSampler.stop()].filter(([process]) => measured(process)));
     const backends = waitSampler.stop();
@@ -272,6 +274,7 @@ export class Phases {
       rssMiB,
       cpuSeconds,
       systemCalls,
+      wal,
       redisCommands,
       backends,
       unreconciled,
@@ -322,7 +325,7 @@ export class Phases {
     const seconds = (Date.now() - started) / 1000;
     clearInterval(progress);
     const backends = waitSampler.stop();
-    const { cpuSeconds, systemCalls } = await retrying(() => cpuMeter.end());
+    const { cpuSeconds, systemCalls, wal } = await retrying(() => cpuMeter.end());
     await pool.end({ timeout: 5 });
     const stats = await jobStats(this.ctx.sql, name, since);
     const unreconciled = await unreconciledSellers(this.ctx.bench.db, run.ledgerKey);
@@ -338,6 +341,7 @@ export class Phases {
       rssMiB: {},
       cpuSeconds,
       systemCalls,
+      wal,
       backends,
       unreconciled,
       problems,

@@ -71,6 +71,13 @@ export function printReport({ results, finalProblems, lifetime, logged }: RunSum
       .join('; ');
     log(`  ${r.label.padEnd(16)} ${perJob}`);
   }
+  log('PostgreSQL WAL per committed job (pg_stat_wal, the whole server):');
+  for (const r of results) {
+    if (r.stats.jobs === 0) continue;
+    log(
+      `  ${r.label.padEnd(16)} ${fmt(r.wal.bytes / r.stats.jobs)} bytes, ${fmt(r.wal.flushes / r.stats.jobs, 3)} flushes`,
+    );
+  }
   log(`Warnings logged by the processes: ${logged.length > 0 ? logged.join('; ') : 'none'}`);
   for (const p of finalProblems) log(`FAILED: ${p}`);
 }

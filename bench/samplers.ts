@@ -149,6 +149,8 @@ export const isLocal = (host: string) => ['127.0.0.1', 'localhost', '::1', '[::1
 export interface Usage {
   cpuSeconds: Record<string, number>;
   systemCalls: Record<string, number>;
+  /** WAL written and flushed to disk by the whole PostgreSQL server (pg_stat_wal). */
+  wal: { bytes: number; flushes: number };
 }
 
 /**
@@ -159,6 +161,7 @@ export interface Usage {
  */
 export class CpuMeter {
   private start = new Map<string, { cpu: number; calls: number }>();
+  private walStart = { bytes: 0, flushes: 0 };
 
   constructor(
     private readonly sql: Sql,
@@ -170,12 +173,18 @@ export class CpuMeter {
 
   async begin(): Promise<void> {
     this.start = await this.snapshot();
+    this.walStart = await this.walSoFar();
   }
 
   /** Usage by group since `begin`. A backend that closed before the end is not counted. */
   async end(): Promise<Usage> {
     const end = await this.snapshot();
-    const usage: Usage = { cpuSeconds: {}, systemCalls: {} };
+    const wal = await this.walSoFar();
+    const usage: Usage = {
+      cpuSeconds: {},
+      systemCalls: {},
+      wal: { bytes: wal.bytes - this.walStart.bytes, flushes: wal.flushes - this.walStart.flushes },
+    };
     for (const [key, { cpu, calls }] of end) {
       const group = key.slice(0, key.indexOf(':'));
       const before = this.start.get(key) ?? { cpu: 0, calls: 0 };
@@ -183,6 +192,12 @@ export class CpuMeter {
       usage.systemCalls[group] = (usage.systemCalls[group] ?? 0) + calls - before.calls;
     }
     return usage;
+  }
+
+  private async walSoFar(): Promise<{ bytes: number; flushes: number }> {
+    const [row] = await this.sql<{ bytes: number; flushes: number }[]>`
+      select wal_bytes::float8 as bytes, wal_sync::float8 as flushes from pg_stat_wal`;
+    return row ?? { bytes: 0, flushes: 0 };
   }
 
   private async snapshot(): Promise<Map<string, { cpu: number; calls: number }>> {
