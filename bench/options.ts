@@ -160,6 +160,7 @@ export interface RunSettings {
    * the sync server and the row-lock loop seal with it, and `reconcile` verifies with it.
    */
   ledgerKey: string;
+  sessionSecret: string;
   /**
    * The product connects as the application role, as in production (which refuses a superuser or
    * the tables' owner); the migration, run as the owner, grants it. Roles are shared by the whole
@@ -177,6 +178,7 @@ export function runSettings({ config, profile }: BenchOptions): RunSettings {
     redisPrefix: `csbench-${process.pid}`,
     adminToken: `bench-admin-${randomBytes(12).toString('hex')}`,
     ledgerKey: randomBytes(32).toString('hex'),
+    sessionSecret: randomBytes(32).toString('hex'),
     applicationUrl: urlAsRole(config.databaseUrl, 'cs_app', 'cs_app'),
     profileDir: profile ? join(tmpdir(), `cs-bench-profiles-${process.pid}`) : undefined,
   };

@@ -58,6 +58,7 @@ export class RunProcesses {
       NODE_ENV: 'production',
       DATABASE_URL: this.run.applicationUrl,
       LEDGER_HMAC_KEY: this.run.ledgerKey,
+      SESSION_SECRET: this.run.sessionSecret,
       REDIS_URL: this.config.redisUrl,
       REDIS_PREFIX: this.run.redisPrefix,
       ADMIN_TOKEN: this.run.adminToken,

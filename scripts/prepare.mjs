@@ -70,6 +70,7 @@ export async function ensureServices({ databaseUrl, redisUrl, secrets = developm
         REDIS_PASSWORD: secrets.redisPassword,
         ADMIN_TOKEN: secrets.adminToken,
         LEDGER_HMAC_KEY: secrets.ledgerKey,
+        SESSION_SECRET: secrets.sessionSecret,
       },
     });
     await waitForPort(pg.port, { timeoutMs: 60000 });
@@ -112,6 +113,7 @@ export function developmentSecrets() {
   const made = {
     adminToken: `dev-${randomBytes(24).toString('base64url')}`,
     ledgerKey: randomBytes(32).toString('hex'),
+    sessionSecret: randomBytes(32).toString('hex'),
     appPassword: randomBytes(16).toString('hex'),
     ownerPassword: randomBytes(16).toString('hex'),
     redisPassword: randomBytes(16).toString('hex'),

@@ -59,14 +59,15 @@ process.stderr.on('error', stop);
 
 const production = env.NODE_ENV === 'production';
 const secrets = developmentSecrets();
-if (production && (!env.ADMIN_TOKEN || !env.LEDGER_HMAC_KEY)) {
-  console.error('ADMIN_TOKEN and LEDGER_HMAC_KEY are required in production');
+if (production && (!env.ADMIN_TOKEN || !env.LEDGER_HMAC_KEY || !env.SESSION_SECRET)) {
+  console.error('ADMIN_TOKEN, LEDGER_HMAC_KEY and SESSION_SECRET are required in production');
   process.exit(1);
 }
 // Kept between starts (in .tmp/dev-secrets.json): a token pasted into a script keeps working,
 // and the ledger's hash chains keep verifying.
 env.ADMIN_TOKEN ||= secrets.adminToken;
 env.LEDGER_HMAC_KEY ||= secrets.ledgerKey;
+env.SESSION_SECRET ||= secrets.sessionSecret;
 env.REDIS_URL ??= 'redis://127.0.0.1:6379';
 env.PORT ??= '3000';
 

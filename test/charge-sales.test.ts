@@ -130,6 +130,6 @@ describe('charge sales', () => {
     expect(await balanceOf(client, seller.id)).toBe(7_000n);
     const list = await client.get(`/api/credit-requests?seller=${seller.id}&status=rejected`, { token: ADMIN_TOKEN });
     expect(list.body.items).toHaveLength(1);
-    expect(list.body.items[0]).toMatchObject({ status: 'rejected', processed_by: 'admin' });
+    expect(list.body.items[0]).toMatchObject({ status: 'rejected', processed_by: 'bootstrap' });
   });
 });

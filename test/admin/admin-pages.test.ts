@@ -211,7 +211,7 @@ describe('operator pages (/admin) over HTTP', () => {
       const csrf = hiddenValue(await form.text(), '_csrf');
       const wrong = await browse('/admin/login', { method: 'POST', jar, form: { token: 'nope', _csrf: csrf } });
       expect(wrong.status).toBe(401);
-      expect(await wrong.text()).toContain('That is not the admin token.');
+      expect(await wrong.text()).toContain('Those credentials do not sign anyone in.');
       expect(jar.has('cs_admin_session')).toBe(false);
 
       const forged = await browse('/admin/login', {

@@ -95,7 +95,7 @@ describe.skipIf(!hasChromium)('the operator overview, in a real browser', () => 
     });
     await page.goto('/admin');
     expect(new URL(page.url()).pathname).toBe('/admin/login');
-    await page.getByLabel('Admin token').fill(ADMIN_TOKEN);
+    await page.getByLabel('Token').fill(ADMIN_TOKEN);
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.waitForURL((url) => url.pathname === '/admin');
     expect(await page.getByRole('heading', { level: 1 }).textContent()).toBe('The last hour');

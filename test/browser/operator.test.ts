@@ -35,7 +35,7 @@ describe.skipIf(!hasChromium)('the operator, in a real browser', () => {
 
     await page.goto('/admin/sellers');
     expect(new URL(page.url()).pathname).toBe('/admin/login');
-    await page.getByLabel('Admin token').fill(ADMIN_TOKEN);
+    await page.getByLabel('Token').fill(ADMIN_TOKEN);
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.waitForURL('**/admin/sellers');
     const balanceCell = page.locator(`tr[data-seller="${seller.id}"] td[data-balance]`);

@@ -9,6 +9,7 @@ let systems = 0;
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 /** The ledger chain key of every system a test starts; reconcile needs the same one. */
 export const LEDGER_HMAC_KEY = 'test-ledger-hmac-key-0123456789abcdef';
+export const SESSION_SECRET = 'test-session-secret-0123456789abcdefgh';
 
 /** A free TCP port on loopback. */
 export function freePort(): Promise<number> {
@@ -55,6 +56,7 @@ export class System {
       REDIS_PREFIX: `${inject('redisPrefix')}-${process.pid}-${++systems}`,
       ADMIN_TOKEN,
       LEDGER_HMAC_KEY,
+      SESSION_SECRET,
       PORT: String(port),
       LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
       // Several processes per system: keep well inside PostgreSQL's default 100 connections.

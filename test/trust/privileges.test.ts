@@ -99,8 +99,9 @@ describe('connected as the application role, history cannot be rewritten', () =>
     const [tables] = await owner`
       select count(*)::int as n from pg_tables
       where schemaname = 'public' and tableowner = ${ownerRole}
-        and tablename in ('sellers', 'jobs', 'transactions', 'credit_requests', 'phone_numbers')`;
-    expect(tables?.n).toBe(5);
+        and tablename in ('sellers', 'jobs', 'transactions', 'credit_requests', 'phone_numbers', 'operators',
+                          'operator_sessions', 'audit_events')`;
+    expect(tables?.n).toBe(8);
   });
 
   it('refuses every rewrite of history, DDL and grant with a privilege error (42501), not the ledger trigger', async () => {
@@ -128,7 +129,18 @@ describe('connected as the application role, history cannot be rewritten', () =>
       `update jobs set phone_number = '09129999999' where id = '${jobId}'`,
       `update jobs set seller_id = '${randomUUID()}' where id = '${jobId}'`,
       `update sellers set name = 'Rewritten' where id = '${sellerId}'`,
-      `update sellers set api_key_hash = 'stolen' where id = '${sellerId}'`,
+      `update sellers set email = 'stolen@shops.test' where id = '${sellerId}'`,
+      `update jobs set processed_by = 'someone else' where id = '${jobId}'`,
+      `update jobs set actor_id = '${randomUUID()}' where id = '${jobId}'`,
+      `update audit_events set action = 'seller.created'`,
+      `delete from audit_events`,
+      'truncate audit_events',
+      'alter table audit_events disable trigger all',
+      `update operators set email = 'stolen@ops.test'`,
+      `update operators set password_hash = 'x'`,
+      `delete from operators`,
+      `update operator_sessions set expires_at = now() + interval '10 years'`,
+      `update credit_requests set amount = 1`,
       `delete from jobs where id = '${jobId}'`,
       `delete from sellers where id = '${sellerId}'`,
       `grant ${applicationRole} to ${ownerRole}`,

@@ -353,7 +353,7 @@ describe('queue messages altered in Redis: only what the jobs rows say is applie
         amount: 70_000n,
         phone_number: null,
         credit_request_id: r2,
-        description: `Credit request ${r2} approved by admin`,
+        description: `Credit request ${r2} approved by bootstrap`,
       },
     ]);
     expect(await ledgerOfJob(rejectR4)).toEqual([]);
@@ -364,17 +364,17 @@ describe('queue messages altered in Redis: only what the jobs rows say is applie
         amount: 40_000n,
         phone_number: null,
         credit_request_id: r5,
-        description: `Credit request ${r5} approved by admin`,
+        description: `Credit request ${r5} approved by bootstrap`,
       },
     ]);
     const requests = await sql<Array<{ id: string; status: string; processed_by: string | null }>>`
       select id::text, status, processed_by from credit_requests where id = any(${[r, r2, r3, r4, r5]}::uuid[])`;
     const request = (id: string) => requests.find((q) => q.id === id);
     expect(request(r)).toMatchObject({ status: 'pending', processed_by: null });
-    expect(request(r2)).toMatchObject({ status: 'approved', processed_by: 'admin' });
+    expect(request(r2)).toMatchObject({ status: 'approved', processed_by: 'bootstrap' });
     expect(request(r3)).toMatchObject({ status: 'pending', processed_by: null });
-    expect(request(r4)).toMatchObject({ status: 'rejected', processed_by: 'admin' });
-    expect(request(r5)).toMatchObject({ status: 'approved', processed_by: 'admin' });
+    expect(request(r4)).toMatchObject({ status: 'rejected', processed_by: 'bootstrap' });
+    expect(request(r5)).toMatchObject({ status: 'approved', processed_by: 'bootstrap' });
     expect(await sql`select id from transactions where credit_request_id = any(${[r, r3, r4]}::uuid[])`).toHaveLength(
       0,
     );

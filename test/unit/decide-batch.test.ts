@@ -37,6 +37,8 @@ const baseJob = (id: string, seller: string): Omit<JobRow, 'type'> => ({
   credit_request_id: null,
   action: null,
   processed_by: null,
+  actor_id: null,
+  actor_ip: null,
 });
 
 const sale = (id: string, seller: string, amount: bigint, phone = '09121234567'): JobRow => ({
@@ -380,6 +382,7 @@ describe('decide: credit requests', () => {
     id,
     sellerId: seller,
     amount,
+    firstApprovedBy: null,
     status: 'pending',
   });
 

@@ -5,12 +5,14 @@ import type { AppDeps, AppEnv } from './context.ts';
 import { ApiError, handleError } from './errors.ts';
 import { authenticate, bearerToken, sameSecret } from './middleware/auth.ts';
 import { jsonBody } from './middleware/json-body.ts';
+import { registerAuditRoutes } from './routes/audit.ts';
 import { registerChargeSaleRoutes } from './routes/charge-sales.ts';
 import { registerCreditRequestRoutes } from './routes/credit-requests.ts';
 import { openApiInfo, registerDocsRoutes } from './routes/docs.ts';
 import { registerHealthRoutes } from './routes/health.ts';
 import { registerJobStreamRoutes } from './routes/job-stream.ts';
 import { registerJobRoutes } from './routes/jobs.ts';
+import { registerOperatorRoutes } from './routes/operators.ts';
 import { registerOverviewRoutes } from './routes/overview.ts';
 import { registerPhoneNumberRoutes } from './routes/phone-numbers.ts';
 import { registerSellerRoutes } from './routes/sellers.ts';
@@ -64,6 +66,8 @@ export function createApp(deps: AppDeps) {
   registerTransactionRoutes(app);
   registerPhoneNumberRoutes(app);
   registerOverviewRoutes(app);
+  registerOperatorRoutes(app);
+  registerAuditRoutes(app);
   registerAdminRoutes(app, deps);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });

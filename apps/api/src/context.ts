@@ -1,5 +1,5 @@
 import type { Config } from '@cs/config';
-import type { Database } from '@cs/db';
+import type { Database, OperatorRole } from '@cs/db';
 import type { HttpBindings } from '@hono/node-server';
 import type { Logger } from 'pino';
 import type { JobEvents } from './services/job-events.ts';
@@ -8,8 +8,17 @@ import type { Metrics } from './services/metrics.ts';
 import type { SellerKeys } from './services/seller-keys.ts';
 import type { JobSubmitter } from './services/submit-job.ts';
 
-/** Who is calling: the operator, or one seller. */
-export type Caller = { role: 'admin'; name: string } | { role: 'seller'; sellerId: string; isActive: boolean };
+/**
+ * An operator: a named one (its id and email), or the bootstrap admin of ADMIN_TOKEN (no id;
+ * `name` is `bootstrap`). `name` is what a processed credit request records.
+ */
+export interface OperatorCaller {
+  role: OperatorRole;
+  operator: { id: string | null; email: string | null; name: string };
+}
+
+/** Who is calling, from the credentials: an operator, or one seller. */
+export type Caller = OperatorCaller | { role: 'seller'; sellerId: string; isActive: boolean };
 
 /** The services every handler may use, built once per process. */
 export interface AppDeps {

@@ -10,7 +10,7 @@ import { Metrics } from './services/metrics.ts';
 import { SellerKeys } from './services/seller-keys.ts';
 import { JobSubmitter } from './services/submit-job.ts';
 
-const config = loadConfig();
+const config = loadConfig({ needsSessionSecret: true });
 const logger = createLogger('api', config.LOG_LEVEL);
 await requireServices(config, 'api');
 

@@ -82,8 +82,9 @@ export const paginationQuery = {
   cursor: z.string().max(200).optional().openapi({ description: 'The next_cursor of the previous page' }),
 };
 
-const uuid = (description?: string) => z.string().openapi({ format: 'uuid', ...(description ? { description } : {}) });
-const timestamp = z.string().openapi({ format: 'date-time' });
+export const uuid = (description?: string) =>
+  z.string().openapi({ format: 'uuid', ...(description ? { description } : {}) });
+export const timestamp = z.string().openapi({ format: 'date-time' });
 const nullableTimestamp = z.string().nullable().openapi({ format: 'date-time' });
 
 export const errorSchema = z

@@ -46,7 +46,13 @@ const shutdown = new AbortController();
 const committer = new Batcher<readonly JobRef[], Map<string, JobOutcome>>(
   async (groups) => {
     const outcomes = await processBatch(
-      { db, logger, ledgerKey: config.LEDGER_HMAC_KEY, signal: shutdown.signal },
+      {
+        db,
+        logger,
+        ledgerKey: config.LEDGER_HMAC_KEY,
+        rules: { secondApprovalAbove: config.CREDIT_SECOND_APPROVAL_ABOVE },
+        signal: shutdown.signal,
+      },
       groups.flat(),
     );
     return groups.map(() => outcomes);

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Database, failOpenJobs, isRetryableDatabaseError } from '@cs/db';
-import { applyJobs, failure, type JobOutcome, type JobRef } from '@cs/ledger';
+import { applyJobs, failure, type JobOutcome, type JobRef, type Rules } from '@cs/ledger';
 import type { Logger } from 'pino';
 
 export interface BatchDeps {
@@ -8,6 +8,8 @@ export interface BatchDeps {
   logger: Logger;
   /** The ledger's chain key (LEDGER_HMAC_KEY). */
   ledgerKey: string;
+  /** The deployment's money rules (CREDIT_SECOND_APPROVAL_ABOVE). */
+  rules: Rules;
   /** Aborted when the process is shutting down: in-place retries stop, and the batch is left to redelivery. */
   signal: AbortSignal;
 }
@@ -24,7 +26,7 @@ export interface BatchDeps {
 export async function processBatch(deps: BatchDeps, refs: readonly JobRef[]): Promise<Map<string, JobOutcome>> {
   const outcomes = new Map<string, JobOutcome>();
   try {
-    for (const outcome of await withRetry(deps, () => applyJobs(deps.db, refs, deps.ledgerKey))) {
+    for (const outcome of await withRetry(deps, () => applyJobs(deps.db, refs, deps.ledgerKey, deps.rules))) {
       outcomes.set(outcome.jobId, outcome);
     }
   } catch (error) {
@@ -32,7 +34,7 @@ export async function processBatch(deps: BatchDeps, refs: readonly JobRef[]): Pr
     deps.logger.error({ err: error, jobs: refs.length }, 'batch failed; applying its jobs one at a time');
     for (const ref of refs) {
       try {
-        const [outcome] = await withRetry(deps, () => applyJobs(deps.db, [ref], deps.ledgerKey));
+        const [outcome] = await withRetry(deps, () => applyJobs(deps.db, [ref], deps.ledgerKey, deps.rules));
         if (outcome) outcomes.set(outcome.jobId, outcome);
       } catch (jobError) {
         if (deps.signal.aborted) throw jobError;

@@ -40,6 +40,27 @@ const schema = z.object({
   ADMIN_TOKEN: z.string().min(16, 'ADMIN_TOKEN must be at least 16 characters').optional(),
   /** Key of the ledger's hash chain; held by the processes, never by the database. */
   LEDGER_HMAC_KEY: z.string().min(32, 'LEDGER_HMAC_KEY must be at least 32 characters').optional(),
+  /** Signs the operator pages' cookies (the sessions themselves live in PostgreSQL); required in production. */
+  SESSION_SECRET: z.string().min(32, 'SESSION_SECRET must be at least 32 characters').optional(),
+  /** An operator session ends after this long without a request, and after SESSION_MAX_MS in all. */
+  SESSION_IDLE_MS: z.coerce
+    .number()
+    .int()
+    .min(1000)
+    .max(24 * 3600_000)
+    .default(30 * 60_000),
+  SESSION_MAX_MS: z.coerce
+    .number()
+    .int()
+    .min(1000)
+    .max(7 * 24 * 3600_000)
+    .default(8 * 3600_000),
+  /** A credit request above this many rials needs the approvals of two different operators; unset: one is enough. */
+  CREDIT_SECOND_APPROVAL_ABOVE: z
+    .string()
+    .regex(/^\d{1,13}$/, 'CREDIT_SECOND_APPROVAL_ABOVE must be a whole number of rials')
+    .transform((value) => BigInt(value))
+    .optional(),
   /** When set, GET /metrics needs it as a bearer token. */
   METRICS_TOKEN: z.string().min(16, 'METRICS_TOKEN must be at least 16 characters').optional(),
   /** Submissions one API process holds in memory at most; past it, 503 `overloaded`. */
@@ -66,7 +87,7 @@ const schema = z.object({
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(100).max(600000).default(10000),
 });
 
-export type Config = z.infer<typeof schema> & { ADMIN_TOKEN: string; LEDGER_HMAC_KEY: string };
+export type Config = z.infer<typeof schema> & { ADMIN_TOKEN: string; LEDGER_HMAC_KEY: string; SESSION_SECRET: string };
 
 /** Shortest admin token a production deployment accepts. */
 export const PRODUCTION_ADMIN_TOKEN_MIN = 32;
@@ -76,6 +97,8 @@ export const PRODUCTION_ADMIN_TOKEN_MIN = 32;
  * prove nothing, which is why production refuses to start without a key of its own.
  */
 const DEVELOPMENT_LEDGER_KEY = 'development-ledger-key-not-a-secret-0000';
+/** Likewise for the pages' cookies: shared by every development process, so any of them reads the others'. */
+const DEVELOPMENT_SESSION_SECRET = 'development-session-secret-not-a-secret-00';
 
 /**
  * Parses the environment; on a bad value prints one line and exits, so a misconfigured process
@@ -84,6 +107,7 @@ const DEVELOPMENT_LEDGER_KEY = 'development-ledger-key-not-a-secret-0000';
 export function loadConfig({
   needsAdminToken = true,
   needsLedgerKey = true,
+  needsSessionSecret = false,
   env = process.env,
   fail = (line: string): never => {
     console.error(line);
@@ -92,6 +116,7 @@ export function loadConfig({
 }: {
   needsAdminToken?: boolean;
   needsLedgerKey?: boolean;
+  needsSessionSecret?: boolean;
   env?: NodeJS.ProcessEnv;
   fail?: (line: string) => never;
 } = {}): Config {
@@ -127,7 +152,17 @@ export function loadConfig({
     // with a documented key proves nothing: anyone can recompute it.
     console.error('config: warning: LEDGER_HMAC_KEY is a placeholder from the documentation; generate one');
   }
-  return { ...config, ADMIN_TOKEN: adminToken, LEDGER_HMAC_KEY: ledgerKey };
+
+  let sessionSecret = config.SESSION_SECRET ?? '';
+  if (!sessionSecret) {
+    if (production && needsSessionSecret)
+      return fail('config: SESSION_SECRET is required in production (32 characters or more)');
+    sessionSecret = DEVELOPMENT_SESSION_SECRET;
+  } else if (production && isPlaceholderSecret(sessionSecret)) {
+    return fail('config: SESSION_SECRET is a placeholder from the documentation; generate one (openssl rand -hex 32)');
+  }
+  if (sessionSecret === adminToken) return fail('config: SESSION_SECRET must not be the ADMIN_TOKEN');
+  return { ...config, ADMIN_TOKEN: adminToken, LEDGER_HMAC_KEY: ledgerKey, SESSION_SECRET: sessionSecret };
 }
 
 export { createLogger } from './logger.ts';

@@ -6,6 +6,7 @@
 const PLACEHOLDERS = new Set([
   'replace-with-a-random-token-of-32-or-more-characters',
   'replace-with-a-random-key-of-32-or-more-characters',
+  'replace-with-a-random-session-secret-of-32-or-more-characters',
   'change-me-to-a-long-random-token',
 ]);
 

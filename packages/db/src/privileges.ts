@@ -4,18 +4,24 @@ import { describeConnectionError } from './errors.ts';
 /**
  * What the API and workers may do, table by table: read every table, insert rows, and update only
  * the columns the code updates. Nothing else: no DELETE, no TRUNCATE, no TRIGGER, no DDL, and no
- * UPDATE at all of `transactions`, the ledger. The tables' owner (the migration role) keeps the
+ * UPDATE at all of `transactions`, the ledger, or of `audit_events`, the audit trail. The tables' owner (the migration role) keeps the
  * rest, so a compromised process cannot disable the ledger's trigger or rewrite history.
  */
 const TABLE_PRIVILEGES: Record<string, { update: string[] }> = {
-  sellers: { update: ['credit_balance', 'is_active', 'ledger_head'] },
+  sellers: { update: ['credit_balance', 'is_active', 'ledger_head', 'api_key_hash'] },
   jobs: { update: ['status', 'result', 'error', 'started_at', 'finished_at'] },
-  credit_requests: { update: ['status', 'processed_by', 'processed_at'] },
+  credit_requests: { update: ['status', 'processed_by', 'processed_at', 'first_approved_by', 'first_approved_at'] },
   transactions: { update: [] },
   phone_numbers: { update: ['total_charged', 'charge_count'] },
+  operators: { update: ['role', 'is_active', 'token_hash'] },
+  operator_sessions: { update: ['last_seen_at', 'ended_at'] },
+  audit_events: { update: [] },
 };
-/** Sequences the processes draw from: ledger ids are taken before the rows are sealed. */
-const SEQUENCES = ['transactions_id_seq'];
+/**
+ * Sequences the processes draw from: ledger ids are taken before the rows are sealed; audit rows
+ * take theirs as they are inserted.
+ */
+const SEQUENCES = ['transactions_id_seq', 'audit_events_id_seq'];
 
 const ident = (name: string) => `"${name.replaceAll('"', '""')}"`;
 const literal = (value: string) => `'${value.replaceAll("'", "''")}'`;

@@ -1,6 +1,9 @@
 import {
+  type Actor,
   type ApprovalAction,
+  type AuditEntry,
   arrayLiteral,
+  auditRow,
   type Database,
   isFinalJobStatus,
   type JobFailureCode,
@@ -10,6 +13,9 @@ import type { TransactionSql } from 'postgres';
 import { CHAIN_START, type ChainedRow, sealRow } from './chain.ts';
 import { type CreditRequestState, decideCreditRequest, decideSale, type SellerState } from './decisions.ts';
 import { type Refusal, refuse } from './refusals.ts';
+
+/** What an approval by the bootstrap admin (ADMIN_TOKEN) records as its operator. */
+export const BOOTSTRAP_NAME = 'bootstrap';
 
 /**
  * What a queue message names: a job, and the partition whose queue carried it. Nothing else a
@@ -57,15 +63,26 @@ export interface JobOutcome {
  *
  * Each ledger row is sealed into its seller's hash chain with `ledgerKey` (see chain.ts).
  */
-export async function applyJobs(db: Database, refs: readonly JobRef[], ledgerKey: string): Promise<JobOutcome[]> {
+export async function applyJobs(
+  db: Database,
+  refs: readonly JobRef[],
+  ledgerKey: string,
+  rules: Rules = {},
+): Promise<JobOutcome[]> {
   if (refs.length === 0) return [];
   const ordered = [...refs].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return db.$client.begin(async (tx) => {
     const { state, lockedAt } = await lockState(tx, ordered);
-    const decided = decide(ordered, state, ledgerKey);
+    const decided = decide(ordered, state, ledgerKey, rules);
     await writeAll(tx, decided, lockedAt);
     return decided.outcomes;
   });
+}
+
+/** The rules a deployment sets: CREDIT_SECOND_APPROVAL_ABOVE. */
+export interface Rules {
+  /** Credit requests above this many rials need two different operators. */
+  secondApprovalAbove?: bigint | undefined;
 }
 
 /** The transaction's connection; money columns come back as bigint (see `createDb`). */
@@ -85,6 +102,9 @@ export type JobRow = {
   credit_request_id: string | null;
   action: ApprovalAction | null;
   processed_by: string | null;
+  /** Who asked (an operator's id; null for bootstrap) and from where: for the approval's audit row. */
+  actor_id: string | null;
+  actor_ip: string | null;
 };
 
 /** A locked seller: its state, and the head its hash chain ends at. */
@@ -116,14 +136,22 @@ async function lockState(conn: Connection, refs: readonly JobRef[]): Promise<{ s
   const [jobRows, sellerRows, requestRows, idRows, [clock]] = await Promise.all([
     conn<JobRow[]>`
       select id, type, seller_id, partition, status, result, error, amount, phone_number, credit_request_id,
-             action, processed_by
+             action, processed_by, actor_id, actor_ip
       from jobs where id = any(${ids}::uuid[]) order by id for no key update`,
     conn<Array<{ id: string; balance: bigint; is_active: boolean; ledger_head: string | null }>>`
       select id, credit_balance as balance, is_active, ledger_head from sellers
       where id in (select seller_id from jobs where id = any(${ids}::uuid[]))
       order by id for no key update of sellers`,
-    conn<Array<{ id: string; seller_id: string; amount: bigint; status: CreditRequestState['status'] }>>`
-      select id, seller_id, amount, status from credit_requests
+    conn<
+      Array<{
+        id: string;
+        seller_id: string;
+        amount: bigint;
+        status: CreditRequestState['status'];
+        first_approved_by: string | null;
+      }>
+    >`
+      select id, seller_id, amount, status, first_approved_by from credit_requests
       where id in (select credit_request_id from jobs where id = any(${ids}::uuid[]))
       order by id for no key update of credit_requests`,
     conn<Array<{ id: string }>>`
@@ -140,7 +168,10 @@ async function lockState(conn: Connection, refs: readonly JobRef[]): Promise<{ s
       ]),
     ),
     requests: new Map(
-      requestRows.map((r) => [r.id, { id: r.id, sellerId: r.seller_id, amount: r.amount, status: r.status }]),
+      requestRows.map((r) => [
+        r.id,
+        { id: r.id, sellerId: r.seller_id, amount: r.amount, status: r.status, firstApprovedBy: r.first_approved_by },
+      ]),
     ),
     ledgerIds: idRows.map((r) => r.id),
   };
@@ -153,6 +184,8 @@ export interface Decided {
   recorded: JobOutcome[];
   ledger: LedgerRow[];
   processed: ProcessedRequest[];
+  /** The audit rows of the approvals and rejections decided: written with their effect. */
+  audits: AuditEntry[];
   balances: Array<LockedSeller>;
 }
 
@@ -160,10 +193,11 @@ export interface Decided {
  * Decides every job of the batch in order against the running state; no I/O (exported for the
  * unit tests: it is where a batch's money rules meet).
  */
-export function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: string): Decided {
+export function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: string, rules: Rules = {}): Decided {
   const outcomes: JobOutcome[] = [];
   const ledger: LedgerRow[] = [];
   const processed: ProcessedRequest[] = [];
+  const audits: AuditEntry[] = [];
   const touchedSellers = new Set<string>();
   const ledgerIds = state.ledgerIds[Symbol.iterator]();
   const createdAt = new Date();
@@ -246,11 +280,35 @@ export function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: s
     if (!request || request.sellerId !== seller.id) {
       return refused(job, refuse.creditRequestNotFound());
     }
-    const decision = decideCreditRequest(seller, request, job.action as ApprovalAction);
-    if (!decision.ok) return refused(job, decision.refusal);
+    // The row's CHECK guarantees an approval's action and operator.
     const processedBy = job.processed_by as string;
+    const decision = decideCreditRequest(seller, request, {
+      action: job.action as ApprovalAction,
+      by: processedBy,
+      secondApprovalAbove: rules.secondApprovalAbove,
+    });
+    if (!decision.ok) return refused(job, decision.refusal);
     request.status = decision.status;
+    if (decision.status === 'awaiting_second_approval') request.firstApprovedBy = processedBy;
     processed.push({ id: request.id, status: decision.status, processedBy });
+    audits.push({
+      actor: actorOfJob(job),
+      action:
+        decision.status === 'rejected'
+          ? 'credit_request.rejected'
+          : decision.status === 'approved' && decision.secondApproval
+            ? 'credit_request.second_approval_given'
+            : 'credit_request.approved',
+      targetType: 'credit_request',
+      targetId: request.id,
+      ip: job.actor_ip,
+      details: {
+        seller_id: seller.id,
+        amount: request.amount.toString(),
+        status: decision.status,
+        job_id: job.id,
+      },
+    });
     const transactionId =
       decision.status === 'approved'
         ? append(seller, {
@@ -288,6 +346,7 @@ export function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: s
     recorded: outcomes.filter((o) => !o.replayed && !o.ignored),
     ledger,
     processed,
+    audits,
     balances: [...touchedSellers].map((id) => state.sellers.get(id) as LockedSeller),
   };
 }
@@ -299,7 +358,35 @@ async function writeAll(conn: Connection, decided: Decided, lockedAt: string): P
     writeBalances(conn, decided.balances),
     writePhoneTotals(conn, decided.ledger),
     writeProcessedRequests(conn, decided.processed),
+    writeAudits(conn, decided.audits),
   ]);
+}
+
+/** Who asked for an approval job, as its row recorded: an operator (by id and email), or bootstrap. */
+function actorOfJob(job: JobRow): Actor {
+  return job.processed_by === BOOTSTRAP_NAME
+    ? { type: 'bootstrap', id: null, email: null }
+    : { type: 'operator', id: job.actor_id, email: job.processed_by };
+}
+
+/** The audit rows of the batch's approvals and rejections, in the transaction of their effect. */
+async function writeAudits(conn: Connection, audits: AuditEntry[]): Promise<void> {
+  if (audits.length === 0) return;
+  const rows = audits.map(auditRow).map((r) => ({
+    actor_type: r.actorType,
+    actor_id: r.actorId,
+    actor_email: r.actorEmail,
+    action: r.action,
+    target_type: r.targetType,
+    target_id: r.targetId,
+    ip: r.ip,
+    details: r.details,
+  }));
+  await conn`
+    insert into audit_events (actor_type, actor_id, actor_email, action, target_type, target_id, ip, details)
+    select v.actor_type, v.actor_id, v.actor_email, v.action, v.target_type, v.target_id, v.ip, v.details
+    from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+      as v(actor_type text, actor_id uuid, actor_email text, action text, target_type text, target_id text, ip text, details jsonb)`;
 }
 
 interface LedgerRow {
@@ -318,7 +405,7 @@ interface LedgerRow {
 
 interface ProcessedRequest {
   id: string;
-  status: 'approved' | 'rejected';
+  status: 'approved' | 'rejected' | 'awaiting_second_approval';
   processedBy: string;
 }
 
@@ -368,13 +455,28 @@ async function writePhoneTotals(conn: Connection, ledger: LedgerRow[]): Promise<
       charge_count = phone_numbers.charge_count + excluded.charge_count`;
 }
 
+/**
+ * A final decision records who made it and when; a first approval of two records its operator
+ * apart, and leaves the request open. A request decided twice in one batch (a first approval, then
+ * a second) is written once, as its last decision, keeping the first approver.
+ */
 async function writeProcessedRequests(conn: Connection, processed: ProcessedRequest[]): Promise<void> {
   if (processed.length === 0) return;
+  const last = new Map<string, { id: string; status: string; processed_by: string; first_by: string | null }>();
+  for (const p of processed) {
+    const first = p.status === 'awaiting_second_approval' ? p.processedBy : (last.get(p.id)?.first_by ?? null);
+    last.set(p.id, { id: p.id, status: p.status, processed_by: p.processedBy, first_by: first });
+  }
   await conn`
-    update credit_requests as r set status = v.status, processed_by = v.processed_by, processed_at = now()
-    from jsonb_to_recordset(${JSON.stringify(processed.map((p) => ({ id: p.id, status: p.status, processed_by: p.processedBy })))}::jsonb)
-      as v(id uuid, status text, processed_by text)
-    where r.id = v.id and r.status = 'pending'`;
+    update credit_requests as r
+    set status = v.status,
+        processed_by = case when v.status = 'awaiting_second_approval' then null else v.processed_by end,
+        processed_at = case when v.status = 'awaiting_second_approval' then null else now() end,
+        first_approved_by = coalesce(v.first_by, r.first_approved_by),
+        first_approved_at = case when v.first_by is not null then now() else r.first_approved_at end
+    from jsonb_to_recordset(${JSON.stringify([...last.values()])}::jsonb)
+      as v(id uuid, status text, processed_by text, first_by text)
+    where r.id = v.id and r.status in ('pending', 'awaiting_second_approval')`;
 }
 
 /**

@@ -11,6 +11,7 @@ export const refusalCodes = [
   'already_processed',
   'seller_not_found',
   'credit_request_not_found',
+  'second_approver_required',
 ] as const;
 export type RefusalCode = (typeof refusalCodes)[number];
 
@@ -37,6 +38,11 @@ export const refuse = {
     error: `Credit request is already ${status}`,
     code: 'already_processed',
     status,
+  }),
+  secondApproverRequired: (firstApprovedBy: string): RefusalOf<'second_approver_required'> => ({
+    error: 'This credit needs the approval of a second, different operator',
+    code: 'second_approver_required',
+    first_approved_by: firstApprovedBy,
   }),
   sellerNotFound: (): RefusalOf<'seller_not_found'> => ({ error: 'Seller not found', code: 'seller_not_found' }),
   creditRequestNotFound: (): RefusalOf<'credit_request_not_found'> => ({

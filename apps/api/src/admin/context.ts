@@ -1,18 +1,22 @@
 import { z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import type { AppEnv } from '../context.ts';
+import type { AppEnv, OperatorCaller } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import type { PageQuery } from '../read-model/page.ts';
 import { paginationQuery } from '../schemas.ts';
 
-/** A signed-in operator's browser session, as read back from its cookie. */
+/** A signed-in operator's browser session, as its row and cookie say. */
 export interface AdminSession {
   /** Hidden in every form of the session and checked on every POST. */
   csrfToken: string;
+  /** The SHA-256 of the session's id: its row in operator_sessions. */
+  idHash: string;
+  caller: OperatorCaller;
 }
 
 /** The API's context, plus how the operator got in: a session (cookie) or none (bearer token). */
 export type AdminEnv = {
+  Bindings: AppEnv['Bindings'];
   Variables: AppEnv['Variables'] & { session: AdminSession | null };
 };
 

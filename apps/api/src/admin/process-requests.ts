@@ -1,6 +1,7 @@
-import { creditRequests, isFinalJobStatus, jobs } from '@cs/db';
+import { creditRequests, isFinalJobStatus, isOpenCreditRequest, jobs } from '@cs/db';
 import { inArray } from 'drizzle-orm';
 import type { AppDeps } from '../context.ts';
+import type { ApprovalBy } from '../middleware/auth.ts';
 import { submitJob } from '../services/submit-job.ts';
 import type { Flash } from './flash.ts';
 import { rials } from './views.tsx';
@@ -29,7 +30,7 @@ export async function processCreditRequests(
   deps: AppDeps,
   ids: readonly string[],
   action: CreditAction,
-  processedBy: string,
+  by: ApprovalBy,
   requestId: string,
   waitMs = PROCESS_WAIT_MS,
 ): Promise<Outcome[]> {
@@ -46,7 +47,7 @@ export async function processCreditRequests(
   for (const id of ids) {
     const request = byId.get(id);
     if (!request) early.set(id, { id, kind: 'missing' });
-    else if (request.status !== 'pending') early.set(id, { id, kind: 'already', status: request.status });
+    else if (!isOpenCreditRequest(request.status)) early.set(id, { id, kind: 'already', status: request.status });
     else {
       try {
         const { job } = await submitJob(deps, {
@@ -55,7 +56,7 @@ export async function processCreditRequests(
             sellerId: request.sellerId,
             creditRequestId: id,
             action,
-            processedBy,
+            ...by,
             requestId,
           },
         });

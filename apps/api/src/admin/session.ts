@@ -1,30 +1,38 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { auditEvents, auditRow, operatorSessions, operators } from '@cs/db';
+import { and, eq, gt, isNull, sql } from 'drizzle-orm';
 import type { Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { deleteCookie, getSignedCookie, setSignedCookie } from 'hono/cookie';
 import { csrf } from 'hono/csrf';
 import { createMiddleware } from 'hono/factory';
 import { HTTPException } from 'hono/http-exception';
+import type { OperatorCaller } from '../context.ts';
 import { ApiError, forbidden } from '../errors.ts';
-import { bearerToken, identify, sameSecret } from '../middleware/auth.ts';
+import { actorOf, BOOTSTRAP, bearerToken, identify, isOperator, sameSecret } from '../middleware/auth.ts';
 import { MAX_BODY_BYTES } from '../middleware/json-body.ts';
+import { clientAddress } from '../services/client-address.ts';
 import { type AdminEnv, type AdminSession, Form, wantsHtml } from './context.ts';
 
 const SESSION_COOKIE = 'cs_admin_session';
 const LOGIN_COOKIE = 'cs_admin_login';
-const SESSION_TTL_MS = 8 * 60 * 60 * 1000;
 const LOGIN_FORM_TTL_SECONDS = 60 * 60;
 /** The hidden field that carries the CSRF token in every form. */
 export const CSRF_FIELD = '_csrf';
+/** A session's last request is written down at most this often: a page view need not be a write. */
+const TOUCH_EVERY_MS = 30_000;
 
 /*
- * Both cookies are signed (HMAC-SHA256) with the admin token: there is no other secret to
- * configure, and rotating the token signs every operator out. Each holds a random token that
- * the page's forms carry too, so a POST must show the token of a cookie only we could have
- * signed. The two values have shapes of their own, so one cookie's value is no use as the other.
+ * A session is a row in PostgreSQL (operator_sessions); its cookie holds only a random id, signed
+ * with SESSION_SECRET, and the row is found by the id's SHA-256. Signing out, the idle limit, the
+ * absolute limit and "sign out everywhere" end the row, so a replayed cookie lets no one in, in
+ * any API process. Each session and the sign-in form carry a random token that their forms carry
+ * too, so a POST must show the token of a cookie only we could have signed. The two values have
+ * shapes of their own, so one cookie's value is no use as the other.
  */
 const newToken = () => randomBytes(18).toString('base64url');
-const sessionValue = /^([A-Za-z0-9_-]{24})\.(\d{13,15})$/;
+const sessionIdShape = /^[A-Za-z0-9_-]{32}$/;
+const hashOf = (value: string) => createHash('sha256').update(value).digest('hex');
 
 /** Https as the browser saw it; a TLS-terminating proxy says so in X-Forwarded-Proto. */
 function isHttps(c: Context): boolean {
@@ -36,24 +44,94 @@ export function cookieOptions(c: Context, path: string, maxAgeSeconds: number) {
   return { path, httpOnly: true, sameSite: 'Strict', secure: isHttps(c), maxAge: maxAgeSeconds } as const;
 }
 
-/** `<token>.<expires at, ms>`, signed: stateless, so any API process can check it. */
-export async function startSession(c: Context<AdminEnv>): Promise<void> {
+/** Starts a session for the operator (`null`: the bootstrap admin) and writes its sign-in to the audit trail. */
+export async function startSession(c: Context<AdminEnv>, caller: OperatorCaller): Promise<void> {
+  const { config, db } = c.var.deps;
   deleteCookie(c, LOGIN_COOKIE, { path: '/admin/login' }); // the sign-in form has served
-  const value = `${newToken()}.${Date.now() + SESSION_TTL_MS}`;
-  const options = cookieOptions(c, '/admin', SESSION_TTL_MS / 1000);
-  await setSignedCookie(c, SESSION_COOKIE, value, c.var.deps.config.ADMIN_TOKEN, options);
+  const id = randomBytes(24).toString('base64url');
+  await db.transaction(async (tx) => {
+    await tx.insert(operatorSessions).values({
+      idHash: hashOf(id),
+      operatorId: caller.operator.id,
+      csrfToken: newToken(),
+      expiresAt: new Date(Date.now() + config.SESSION_MAX_MS),
+    });
+    await tx.insert(auditEvents).values(
+      auditRow({
+        actor: actorOf(caller),
+        action: 'session.signed_in',
+        targetType: 'operator',
+        targetId: caller.operator.id ?? 'bootstrap',
+        ip: clientAddress(c),
+      }),
+    );
+  });
+  await setSignedCookie(
+    c,
+    SESSION_COOKIE,
+    id,
+    config.SESSION_SECRET,
+    cookieOptions(c, '/admin', config.SESSION_MAX_MS / 1000),
+  );
 }
 
+/**
+ * The session the cookie names, if it is still open: not ended, within its absolute limit, used
+ * within the idle limit, its operator still active. Using it moves its idle limit on.
+ */
 export async function readSession(c: Context<AdminEnv>): Promise<AdminSession | null> {
-  const value = await getSignedCookie(c, c.var.deps.config.ADMIN_TOKEN, SESSION_COOKIE);
-  const [, csrfToken, expires] = sessionValue.exec(value || '') ?? [];
-  if (!csrfToken || !expires) return null;
-  // The cookie's Max-Age is only advice to the browser; the signed expiry is what holds.
-  return Number(expires) > Date.now() ? { csrfToken } : null;
+  const { config, db } = c.var.deps;
+  const id = await getSignedCookie(c, config.SESSION_SECRET, SESSION_COOKIE);
+  if (!id || !sessionIdShape.test(id)) return null;
+  const idHash = hashOf(id);
+  const [row] = await db
+    .select({ session: operatorSessions, operator: operators })
+    .from(operatorSessions)
+    .leftJoin(operators, eq(operators.id, operatorSessions.operatorId))
+    .where(
+      and(
+        eq(operatorSessions.idHash, idHash),
+        isNull(operatorSessions.endedAt),
+        gt(operatorSessions.expiresAt, sql`now()`),
+        gt(operatorSessions.lastSeenAt, sql`now() - ${config.SESSION_IDLE_MS} * interval '1 millisecond'`),
+      ),
+    )
+    .limit(1);
+  if (!row) return null;
+  const { session, operator } = row;
+  let caller: OperatorCaller;
+  if (session.operatorId === null) caller = BOOTSTRAP;
+  else if (operator?.isActive)
+    caller = { role: operator.role, operator: { id: operator.id, email: operator.email, name: operator.email } };
+  else return null;
+  if (Date.now() - session.lastSeenAt.getTime() > TOUCH_EVERY_MS) {
+    await db.update(operatorSessions).set({ lastSeenAt: sql`now()` }).where(eq(operatorSessions.idHash, idHash));
+  }
+  return { csrfToken: session.csrfToken, idHash, caller };
 }
 
-export function endSession(c: Context<AdminEnv>): void {
+/** Ends the session on the server (and drops its cookie); the sign-out is audited with it. */
+export async function endSession(c: Context<AdminEnv>): Promise<void> {
+  const session = c.var.session ?? (await readSession(c));
   deleteCookie(c, SESSION_COOKIE, { path: '/admin', secure: isHttps(c) });
+  if (!session) return;
+  await c.var.deps.db.transaction(async (tx) => {
+    const ended = await tx
+      .update(operatorSessions)
+      .set({ endedAt: sql`now()` })
+      .where(and(eq(operatorSessions.idHash, session.idHash), isNull(operatorSessions.endedAt)))
+      .returning({ idHash: operatorSessions.idHash });
+    if (ended.length === 0) return;
+    await tx.insert(auditEvents).values(
+      auditRow({
+        actor: actorOf(session.caller),
+        action: 'session.signed_out',
+        targetType: 'operator',
+        targetId: session.caller.operator.id ?? 'bootstrap',
+        ip: clientAddress(c),
+      }),
+    );
+  });
 }
 
 /**
@@ -63,12 +141,12 @@ export function endSession(c: Context<AdminEnv>): void {
 export async function issueLoginToken(c: Context<AdminEnv>): Promise<string> {
   const token = newToken();
   const options = cookieOptions(c, '/admin/login', LOGIN_FORM_TTL_SECONDS);
-  await setSignedCookie(c, LOGIN_COOKIE, token, c.var.deps.config.ADMIN_TOKEN, options);
+  await setSignedCookie(c, LOGIN_COOKIE, token, c.var.deps.config.SESSION_SECRET, options);
   return token;
 }
 
 export async function isLoginTokenValid(c: Context<AdminEnv>, form: Form): Promise<boolean> {
-  const token = await getSignedCookie(c, c.var.deps.config.ADMIN_TOKEN, LOGIN_COOKIE);
+  const token = await getSignedCookie(c, c.var.deps.config.SESSION_SECRET, LOGIN_COOKIE);
   return !!token && sameSecret(form.one(CSRF_FIELD) ?? '', token);
 }
 
@@ -119,24 +197,25 @@ export const formBodyLimit = bodyLimit({
 });
 
 /**
- * Lets in the admin bearer token or a valid session cookie. Without either a browser is sent to
- * sign in, and an API client gets 401; a seller's key gets 403, as on the API.
+ * Lets in an operator's bearer token or a valid session cookie. Without either a browser is sent
+ * to sign in, and an API client gets 401; a seller's key gets 403, as on the API. What each page
+ * or action allows is checked by its role.
  */
 export const adminGate = createMiddleware<AdminEnv>(async (c, next) => {
   if (isLoginPath(c.req.path)) return next();
   const authorization = c.req.header('authorization');
   if (authorization !== undefined) {
     const caller = await identify(c.var.deps, bearerToken(authorization));
-    if (caller?.role === 'admin') {
+    if (caller && isOperator(caller)) {
       c.set('caller', caller);
       c.set('session', null);
       return next();
     }
-    if (caller) throw forbidden('Only the operator may open the operator pages');
+    if (caller) throw forbidden('Only an operator may open the operator pages');
   } else {
     const session = await readSession(c);
     if (session) {
-      c.set('caller', { role: 'admin', name: 'admin' });
+      c.set('caller', session.caller);
       c.set('session', session);
       return next();
     }
@@ -146,7 +225,7 @@ export const adminGate = createMiddleware<AdminEnv>(async (c, next) => {
     const back = isSafeMethod(c.req.method) ? `?next=${encodeURIComponent(url.pathname + url.search)}` : '';
     return c.redirect(`/admin/login${back}`, 302);
   }
-  throw new ApiError('unauthorized', 'Sign in at /admin/login, or send the admin bearer token');
+  throw new ApiError('unauthorized', "Sign in at /admin/login, or send an operator's bearer token");
 });
 
 /**

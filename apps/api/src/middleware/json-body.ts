@@ -61,10 +61,17 @@ function readBody(incoming: IncomingMessage): Promise<Buffer> {
   });
 }
 
+/**
+ * The POSTs that take no body (a new key, token or secret; ending sessions): an empty body is
+ * theirs with or without a Content-Type, as the contract says.
+ */
+const bodilessPost = /^\/api\/(?:sellers\/[^/]+\/api-key|operators\/[^/]+\/(?:token|sessions\/revoke))\/?$/;
+
 export const jsonBody = createMiddleware<AppEnv>(async (c, next) => {
   if (c.req.method !== 'POST' && c.req.method !== 'PATCH' && c.req.method !== 'PUT') return next();
   // The size comes first, as the body must be read (or refused) whatever else is wrong with it.
   const bytes = await readBody(c.env.incoming);
+  if (bytes.length === 0 && c.req.method === 'POST' && bodilessPost.test(c.req.path)) return next();
   if (!jsonMediaType.test(c.req.header('content-type') ?? '')) {
     throw new ApiError('unsupported_media_type', 'The body must be JSON (Content-Type: application/json)');
   }

@@ -1,5 +1,5 @@
-import { type CreditRequestStatus, creditRequests, type Database } from '@cs/db';
-import { and, count, desc, eq, lt, sum } from 'drizzle-orm';
+import { type CreditRequestStatus, creditRequests, type Database, openCreditRequestStatuses } from '@cs/db';
+import { and, count, desc, eq, inArray, lt, sum } from 'drizzle-orm';
 import { isUuid } from '../schemas.ts';
 import { type Page, type PageQuery, type PageRequest, pageOf, pageRequest } from './page.ts';
 
@@ -33,6 +33,11 @@ export async function pendingTotals(db: Database, sellerId?: string): Promise<{ 
   const [totals] = await db
     .select({ count: count(), amount: sum(creditRequests.amount) })
     .from(creditRequests)
-    .where(and(eq(creditRequests.status, 'pending'), sellerId ? eq(creditRequests.sellerId, sellerId) : undefined));
+    .where(
+      and(
+        inArray(creditRequests.status, [...openCreditRequestStatuses]),
+        sellerId ? eq(creditRequests.sellerId, sellerId) : undefined,
+      ),
+    );
   return { count: totals?.count ?? 0, amount: BigInt(totals?.amount ?? 0) };
 }

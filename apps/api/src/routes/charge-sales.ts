@@ -4,7 +4,7 @@ import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { eq } from 'drizzle-orm';
 import type { AppEnv } from '../context.ts';
 import { notFound, refused } from '../errors.ts';
-import { requireSellerAccess } from '../middleware/auth.ts';
+import { requireSellerAction } from '../middleware/auth.ts';
 import {
   amountSchema,
   bearer,
@@ -62,7 +62,7 @@ export function registerChargeSaleRoutes(app: OpenAPIHono<AppEnv>) {
             .where(eq(sellers.id, sellerId))
             .limit(1);
     if (!seller) throw notFound('Seller');
-    requireSellerAccess(c.var.caller, seller.id);
+    requireSellerAction(c.var.caller, seller.id);
     if (!seller.isActive) throw refused(refuse.sellerInactive());
 
     const request = { seller_id: seller.id, phone_number: body.phone_number, amount: body.amount.toString() };

@@ -1,11 +1,11 @@
-import { approvalActions, creditRequestStatuses, creditRequests, sellers } from '@cs/db';
+import { approvalActions, creditRequestStatuses, creditRequests, isOpenCreditRequest, sellers } from '@cs/db';
 import { refuse } from '@cs/ledger';
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { eq } from 'drizzle-orm';
 import { uuidv7 } from 'uuidv7';
 import type { AppEnv } from '../context.ts';
 import { notFound, refused } from '../errors.ts';
-import { callerName, requireAdmin, requireSellerAccess } from '../middleware/auth.ts';
+import { approvalBy, requireApprover, requireSellerAccess, requireSellerAction } from '../middleware/auth.ts';
 import { parseCreditRequestPage, readCreditRequests } from '../read-model/credit-requests.ts';
 import {
   amountSchema,
@@ -25,6 +25,7 @@ import {
   preferHeader,
   withBody,
 } from '../schemas.ts';
+import { clientAddress } from '../services/client-address.ts';
 import { respondWithJob } from '../services/job-response.ts';
 import { submitJob } from '../services/submit-job.ts';
 import { creditRequestView, listView } from '../services/views.ts';
@@ -67,7 +68,7 @@ const processCreditRequest = createRoute({
   path: '/api/credit-requests/{id}/process',
   operationId: 'processCreditRequest',
   tags: ['Credit requests'],
-  summary: 'Approve or reject a pending request (admin); runs as a job on the seller partition',
+  summary: 'Approve or reject an open request (approver, admin); runs as a job on the seller partition',
   security: bearer,
   parameters: [preferHeader],
   request: {
@@ -88,7 +89,7 @@ export function registerCreditRequestRoutes(app: OpenAPIHono<AppEnv>) {
     if (!isUuid(body.seller)) throw notFound('Seller');
     const [seller] = await c.var.deps.db.select({ id: sellers.id }).from(sellers).where(eq(sellers.id, body.seller));
     if (!seller) throw notFound('Seller');
-    requireSellerAccess(c.var.caller, seller.id);
+    requireSellerAction(c.var.caller, seller.id);
     const [request] = await c.var.deps.db
       .insert(creditRequests)
       .values({ id: uuidv7(), sellerId: seller.id, amount: body.amount })
@@ -111,20 +112,21 @@ export function registerCreditRequestRoutes(app: OpenAPIHono<AppEnv>) {
   app.openapi(processCreditRequest, async (c) => {
     const { action } = c.req.valid('json');
     const id = c.req.valid('param').id;
-    requireAdmin(c.var.caller);
+    const caller = c.var.caller;
+    requireApprover(caller);
     if (!isUuid(id)) throw notFound('Credit request');
     const [request] = await c.var.deps.db.select().from(creditRequests).where(eq(creditRequests.id, id));
     if (!request) throw notFound('Credit request');
     // A fast answer for the common case; the worker checks again under lock, and only there
     // is it decided which of several concurrent processings takes effect.
-    if (request.status !== 'pending') throw refused(refuse.alreadyProcessed(request.status));
+    if (!isOpenCreditRequest(request.status)) throw refused(refuse.alreadyProcessed(request.status));
     const { job } = await submitJob(c.var.deps, {
       payload: {
         type: 'credit_approval',
         sellerId: request.sellerId,
         creditRequestId: request.id,
         action,
-        processedBy: callerName(c.var.caller),
+        ...approvalBy(caller, clientAddress(c)),
         requestId: c.var.requestId,
       },
     });

@@ -1,6 +1,6 @@
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AppEnv } from '../context.ts';
-import { requireAdmin } from '../middleware/auth.ts';
+import { requireOperator } from '../middleware/auth.ts';
 import { type LastHour, MINUTES, readLastHour, SUBMITTED_LOOKBACK_MINUTES } from '../read-model/last-hour.ts';
 import { bearer, errorResponses, json } from '../schemas.ts';
 
@@ -85,7 +85,7 @@ export function overviewView(hour: LastHour): z.infer<typeof overviewSchema> {
 
 export function registerOverviewRoutes(app: OpenAPIHono<AppEnv>) {
   app.openapi(getOverview, async (c) => {
-    requireAdmin(c.var.caller);
+    requireOperator(c.var.caller);
     const { db, queues } = c.var.deps;
     return c.json(overviewView(await readLastHour(db, queues)), 200);
   });

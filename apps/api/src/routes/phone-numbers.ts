@@ -4,7 +4,7 @@ import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { eq } from 'drizzle-orm';
 import type { AppEnv } from '../context.ts';
 import { notFound } from '../errors.ts';
-import { requireAdmin } from '../middleware/auth.ts';
+import { requireOperator } from '../middleware/auth.ts';
 import { parsePhoneNumberPage, readPhoneNumbers } from '../read-model/phone-numbers.ts';
 import { bearer, errorResponses, json, listOf, paginationQuery, phoneNumberSchema } from '../schemas.ts';
 import { listView, phoneNumberView } from '../services/views.ts';
@@ -44,12 +44,12 @@ const getPhoneNumber = createRoute({
 export function registerPhoneNumberRoutes(app: OpenAPIHono<AppEnv>) {
   app.openapi(listPhoneNumbers, async (c) => {
     const page = parsePhoneNumberPage(c.req.valid('query'));
-    requireAdmin(c.var.caller);
+    requireOperator(c.var.caller);
     return c.json(listView(await readPhoneNumbers(c.var.deps.db, page), phoneNumberView), 200);
   });
 
   app.openapi(getPhoneNumber, async (c) => {
-    requireAdmin(c.var.caller);
+    requireOperator(c.var.caller);
     // The path parameter is decoded once already; decoding again would read `%25` as a lone `%`.
     const number = normalisePhone(c.req.valid('param').number);
     if (!number) throw notFound('Phone number');

@@ -1,13 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import type { Tx } from '@cs/db';
-import { sellers } from '@cs/db';
+import { auditEvents, auditRow, sellers } from '@cs/db';
 import { reconcile } from '@cs/ledger';
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { eq } from 'drizzle-orm';
 import { uuidv7 } from 'uuidv7';
 import type { AppEnv } from '../context.ts';
 import { ApiError, notFound } from '../errors.ts';
-import { hashApiKey, requireAdmin, requireSellerAccess } from '../middleware/auth.ts';
+import { actorOf, hashApiKey, requireAdmin, requireSellerAccess, requireSellerAction } from '../middleware/auth.ts';
 import { parseLedgerPage, readLedger } from '../read-model/ledger.ts';
 import { parseSellerPage, readSellers } from '../read-model/sellers.ts';
 import {
@@ -27,6 +27,7 @@ import {
   transactionListSchema,
   withBody,
 } from '../schemas.ts';
+import { clientAddress } from '../services/client-address.ts';
 import { listView, sellerView, transactionView } from '../services/views.ts';
 
 /**
@@ -107,6 +108,20 @@ const patchSeller = createRoute({
   responses: { 200: json(sellerSchema, 'The seller'), ...errorResponses(...withBody, 403, 404) },
 });
 
+const rotateSellerKey = createRoute({
+  method: 'post',
+  path: '/api/sellers/{id}/api-key',
+  operationId: 'rotateSellerApiKey',
+  tags: ['Sellers'],
+  summary: 'A new api key for the seller (admin, or the seller itself); the old key is refused from then on',
+  security: bearer,
+  request: { params: pathId },
+  responses: {
+    201: json(z.object({ api_key: z.string() }).openapi('NewApiKey'), 'The new key, shown only in this answer'),
+    ...errorResponses(403, 404),
+  },
+});
+
 const getBalance = createRoute({
   method: 'get',
   path: '/api/sellers/{id}/balance',
@@ -169,6 +184,9 @@ const reconcileSeller = createRoute({
   },
 });
 
+/** A seller's api key: shown once, stored as its SHA-256. */
+const newApiKey = () => `cs_${randomBytes(32).toString('base64url')}`;
+
 /** Loads a seller the caller may see: 404 if there is none, 403 if it is not theirs. */
 export async function findAccessibleSeller(db: Tx, caller: AppEnv['Variables']['caller'], id: string) {
   if (!isUuid(id)) throw notFound('Seller');
@@ -180,14 +198,29 @@ export async function findAccessibleSeller(db: Tx, caller: AppEnv['Variables']['
 
 export function registerSellerRoutes(app: OpenAPIHono<AppEnv>) {
   app.openapi(createSeller, async (c) => {
-    requireAdmin(c.var.caller);
+    const caller = c.var.caller;
+    requireAdmin(caller);
     const body = c.req.valid('json');
-    const apiKey = `cs_${randomBytes(32).toString('base64url')}`;
-    const [seller] = await c.var.deps.db
-      .insert(sellers)
-      .values({ id: uuidv7(), name: body.name, email: body.email, phone: body.phone, apiKeyHash: hashApiKey(apiKey) })
-      .onConflictDoNothing()
-      .returning();
+    const apiKey = newApiKey();
+    const seller = await c.var.deps.db.transaction(async (tx) => {
+      const [row] = await tx
+        .insert(sellers)
+        .values({ id: uuidv7(), name: body.name, email: body.email, phone: body.phone, apiKeyHash: hashApiKey(apiKey) })
+        .onConflictDoNothing()
+        .returning();
+      if (!row) return undefined;
+      await tx.insert(auditEvents).values(
+        auditRow({
+          actor: actorOf(caller),
+          action: 'seller.created',
+          targetType: 'seller',
+          targetId: row.id,
+          ip: clientAddress(c),
+          details: { email: row.email },
+        }),
+      );
+      return row;
+    });
     if (!seller) throw new ApiError('duplicate_email', 'A seller with this email already exists');
     return c.json({ ...sellerView(seller), api_key: apiKey }, 201);
   });
@@ -207,10 +240,33 @@ export function registerSellerRoutes(app: OpenAPIHono<AppEnv>) {
 
   app.openapi(patchSeller, async (c) => {
     const { is_active } = c.req.valid('json');
-    requireAdmin(c.var.caller);
-    const seller = await findAccessibleSeller(c.var.deps.db, c.var.caller, c.req.valid('param').id);
-    const updated = await c.var.deps.sellerKeys.setActive(seller.id, is_active);
+    const caller = c.var.caller;
+    requireAdmin(caller);
+    const seller = await findAccessibleSeller(c.var.deps.db, caller, c.req.valid('param').id);
+    const updated = await c.var.deps.sellerKeys.setActive(seller.id, is_active, {
+      actor: actorOf(caller),
+      action: 'seller.updated',
+      targetType: 'seller',
+      targetId: seller.id,
+      ip: clientAddress(c),
+      details: { is_active },
+    });
     return c.json(sellerView(updated ?? seller), 200);
+  });
+
+  app.openapi(rotateSellerKey, async (c) => {
+    const caller = c.var.caller;
+    const seller = await findAccessibleSeller(c.var.deps.db, caller, c.req.valid('param').id);
+    requireSellerAction(caller, seller.id);
+    const apiKey = newApiKey();
+    await c.var.deps.sellerKeys.rotateKey(seller.id, hashApiKey(apiKey), {
+      actor: actorOf(caller),
+      action: 'seller.key_rotated',
+      targetType: 'seller',
+      targetId: seller.id,
+      ip: clientAddress(c),
+    });
+    return c.json({ api_key: apiKey }, 201);
   });
 
   app.openapi(getBalance, async (c) => {

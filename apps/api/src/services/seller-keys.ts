@@ -1,4 +1,4 @@
-import { type Database, sellers } from '@cs/db';
+import { type AuditEntry, auditEvents, auditRow, type Database, sellers } from '@cs/db';
 import type { RedisClient } from '@cs/queue';
 import { eq } from 'drizzle-orm';
 import { LRUCache } from 'lru-cache';
@@ -14,8 +14,9 @@ export interface KeyOwner {
 
 /**
  * Which seller an api key belongs to, remembered for a while: the lookup is on every request,
- * and an api key never changes owner. Whether the seller is active can change, so every change
- * goes through {@link SellerKeys.setActive}, which drops the entry in every API process (Redis
+ * and an api key never changes owner. Whether the seller is active, and which key is its own, can
+ * change, so every change goes through {@link SellerKeys.setActive} or {@link SellerKeys.rotateKey},
+ * which drop the entry in every API process (Redis
  * Pub/Sub). Should that message be lost, an entry lives 30 s at most; a sale accepted meanwhile
  * from a seller just deactivated is still refused by the worker (`seller_inactive`).
  */
@@ -50,14 +51,34 @@ export class SellerKeys {
     return row ?? null;
   }
 
-  /** Activates or deactivates a seller; every API process sees it at once. */
-  async setActive(sellerId: string, isActive: boolean) {
-    const [updated] = await this.db.update(sellers).set({ isActive }).where(eq(sellers.id, sellerId)).returning();
+  /** Activates or deactivates a seller, with its audit row; every API process sees it at once. */
+  async setActive(sellerId: string, isActive: boolean, audit: AuditEntry) {
+    const updated = await this.db.transaction(async (tx) => {
+      const [row] = await tx.update(sellers).set({ isActive }).where(eq(sellers.id, sellerId)).returning();
+      await tx.insert(auditEvents).values(auditRow(audit));
+      return row;
+    });
+    await this.announce(sellerId);
+    return updated;
+  }
+
+  /**
+   * Gives a seller a new api key, with its audit row: the old key is refused at once here, and in
+   * the other API processes as soon as the change reaches them (Redis Pub/Sub, well within a second).
+   */
+  async rotateKey(sellerId: string, keyHash: string, audit: AuditEntry): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      await tx.update(sellers).set({ apiKeyHash: keyHash }).where(eq(sellers.id, sellerId));
+      await tx.insert(auditEvents).values(auditRow(audit));
+    });
+    await this.announce(sellerId);
+  }
+
+  private async announce(sellerId: string): Promise<void> {
     this.forget(sellerId);
     await this.publisher.publish(this.channel, sellerId).catch((err: unknown) => {
       this.logger.warn({ err, sellerId }, 'could not tell other API processes; their cached entry expires in 30 s');
     });
-    return updated;
   }
 
   private forget(sellerId: string): void {

@@ -11,7 +11,15 @@ import type { JobQueues } from './job-queues.ts';
 /** What a job does: recorded in its row, which is all a worker reads. */
 type Payload = { requestId?: string; sellerId: string } & (
   | { type: 'charge_sale'; phoneNumber: string; amount: string }
-  | { type: 'credit_approval'; creditRequestId: string; action: ApprovalAction; processedBy: string }
+  | {
+      type: 'credit_approval';
+      creditRequestId: string;
+      action: ApprovalAction;
+      /** The operator's email, or `bootstrap`; with its id (null: bootstrap) and address, for the audit row. */
+      processedBy: string;
+      actorId: string | null;
+      actorIp: string | null;
+    }
 );
 
 export interface Submission {
@@ -102,6 +110,8 @@ export class JobSubmitter {
       creditRequestId: payload.type === 'credit_approval' ? payload.creditRequestId : null,
       action: payload.type === 'credit_approval' ? payload.action : null,
       processedBy: payload.type === 'credit_approval' ? payload.processedBy : null,
+      actorId: payload.type === 'credit_approval' ? payload.actorId : null,
+      actorIp: payload.type === 'credit_approval' ? payload.actorIp : null,
       idempotencyKey: idempotencyKey ?? null,
       requestHash: idempotencyKey ? hashRequest(request ?? payload) : null,
       requestId: payload.requestId ?? null,
@@ -216,6 +226,8 @@ async function insertJobs(db: Database, items: Prepared[]): Promise<Map<string, 
     credit_request_id: item.creditRequestId,
     action: item.action,
     processed_by: item.processedBy,
+    actor_id: item.actorId,
+    actor_ip: item.actorIp,
     idempotency_key: item.idempotencyKey,
     request_hash: item.requestHash,
     request_id: item.requestId,
@@ -223,10 +235,11 @@ async function insertJobs(db: Database, items: Prepared[]): Promise<Map<string, 
   // Drizzle leaves timestamps as text on this client; it parses them itself for its own queries.
   const inserted = await db.$client<Array<{ id: string; submitted_at: string }>>`
     insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number, credit_request_id, action,
-                      processed_by, idempotency_key, request_hash, request_id)
+                      processed_by, actor_id, actor_ip, idempotency_key, request_hash, request_id)
     select (e.row->>'id')::uuid, e.row->>'type', (e.row->>'seller_id')::uuid, (e.row->>'partition')::smallint,
            (e.row->>'queue_job_id')::uuid, (e.row->>'amount')::bigint, e.row->>'phone_number',
-           (e.row->>'credit_request_id')::uuid, e.row->>'action', e.row->>'processed_by', e.row->>'idempotency_key',
+           (e.row->>'credit_request_id')::uuid, e.row->>'action', e.row->>'processed_by', (e.row->>'actor_id')::uuid,
+           e.row->>'actor_ip', e.row->>'idempotency_key',
            e.row->>'request_hash', e.row->>'request_id'
     from jsonb_array_elements(${JSON.stringify(rows)}::jsonb) with ordinality as e(row, ord)
     order by e.ord

@@ -52,6 +52,9 @@ export const jobs = pgTable(
     creditRequestId: uuid('credit_request_id').references(() => creditRequests.id),
     action: text('action', { enum: approvalActions }),
     processedBy: text('processed_by'),
+    /** Who asked, for the audit row the worker writes with the effect: the operator (null: bootstrap) and its address. */
+    actorId: uuid('actor_id'),
+    actorIp: text('actor_ip'),
     idempotencyKey: text('idempotency_key'),
     /** Hash of the normalised request, to tell a replay from a reuse of the key with another body. */
     requestHash: text('request_hash'),

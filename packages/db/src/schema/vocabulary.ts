@@ -21,8 +21,39 @@ export const isFinalJobStatus = (status: string): status is FinalJobStatus =>
 export const approvalActions = ['approve', 'reject'] as const;
 export type ApprovalAction = (typeof approvalActions)[number];
 
-export const creditRequestStatuses = ['pending', 'approved', 'rejected'] as const;
+/** A request in one of these is still open: it may yet be approved or rejected. */
+export const openCreditRequestStatuses = ['pending', 'awaiting_second_approval'] as const;
+export const creditRequestStatuses = [...openCreditRequestStatuses, 'approved', 'rejected'] as const;
 export type CreditRequestStatus = (typeof creditRequestStatuses)[number];
+export const isOpenCreditRequest = (status: string): boolean =>
+  (openCreditRequestStatuses as readonly string[]).includes(status);
+
+/** What an operator may do: read (viewer), also process credit requests (approver), everything (admin). */
+export const operatorRoles = ['admin', 'approver', 'viewer'] as const;
+export type OperatorRole = (typeof operatorRoles)[number];
+
+/** Who an audit row says acted: a named operator, a seller's key, or the bootstrap ADMIN_TOKEN. */
+export const actorTypes = ['operator', 'seller', 'bootstrap'] as const;
+export type ActorType = (typeof actorTypes)[number];
+
+/** Every action the audit trail records (the contract's list). */
+export const auditActions = [
+  'operator.created',
+  'operator.updated',
+  'operator.token_rotated',
+  'seller.created',
+  'seller.updated',
+  'seller.key_rotated',
+  'credit_request.approved',
+  'credit_request.second_approval_given',
+  'credit_request.rejected',
+  'delivery.resolved',
+  'webhook.updated',
+  'session.signed_in',
+  'session.sign_in_failed',
+  'session.signed_out',
+] as const;
+export type AuditAction = (typeof auditActions)[number];
 
 export const transactionTypes = ['charge_sale', 'credit_increase'] as const;
 export type TransactionType = (typeof transactionTypes)[number];

@@ -1,10 +1,11 @@
 /** @jsxImportSource hono/jsx */
 import { creditRequestStatuses } from '@cs/db';
 import { ApiError, notFound } from '../../errors.ts';
-import { callerName } from '../../middleware/auth.ts';
+import { approvalBy, requireApprover } from '../../middleware/auth.ts';
 import { parseCreditRequestPage, pendingTotals, readCreditRequests } from '../../read-model/credit-requests.ts';
 import { sellersById } from '../../read-model/sellers.ts';
 import { isUuid } from '../../schemas.ts';
+import { clientAddress } from '../../services/client-address.ts';
 import { type AdminContext, Form, readPageQuery, thisPage } from '../context.ts';
 import { setFlash } from '../flash.ts';
 import { type CreditAction, MAX_BATCH, processCreditRequests, summarise } from '../process-requests.ts';
@@ -170,7 +171,15 @@ export async function processRequestsForm(c: AdminContext) {
     setFlash(c, { kind: 'warning', text: 'Tick at least one request first.' });
     return c.redirect(back, 303);
   }
-  const outcomes = await processCreditRequests(c.var.deps, ids, action, callerName(c.var.caller), c.var.requestId);
+  const caller = c.var.caller;
+  requireApprover(caller);
+  const outcomes = await processCreditRequests(
+    c.var.deps,
+    ids,
+    action,
+    approvalBy(caller, clientAddress(c)),
+    c.var.requestId,
+  );
   setFlash(c, summarise(action, outcomes));
   return c.redirect(back, 303);
 }

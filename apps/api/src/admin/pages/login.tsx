@@ -1,5 +1,10 @@
 /** @jsxImportSource hono/jsx */
-import { identify } from '../../middleware/auth.ts';
+import { operators, recordAudit } from '@cs/db';
+import { sql } from 'drizzle-orm';
+import type { OperatorCaller } from '../../context.ts';
+import { identify, isOperator } from '../../middleware/auth.ts';
+import { clientAddress } from '../../services/client-address.ts';
+import { verifyPassword } from '../../services/passwords.ts';
 import { type AdminContext, Form } from '../context.ts';
 import {
   CSRF_FIELD,
@@ -23,14 +28,19 @@ function SignInForm(props: { csrf: string; next: string; error?: string | undefi
               {props.error}
             </div>
           )}
-          <label for="token">Admin token</label>
-          <input id="token" name="token" type="password" autocomplete="current-password" required autofocus />
+          <label for="email">Email</label>
+          <input id="email" name="email" type="email" autocomplete="username" autofocus />
+          <label for="password">Password</label>
+          <input id="password" name="password" type="password" autocomplete="current-password" />
+          <p class="muted">Or, for an operator without a password (and the bootstrap ADMIN_TOKEN):</p>
+          <label for="token">Token</label>
+          <input id="token" name="token" type="password" autocomplete="off" />
           <input type="hidden" name={CSRF_FIELD} value={props.csrf} />
           <input type="hidden" name="next" value={props.next} />
           <button class="primary" type="submit">
             Sign in
           </button>
-          <p class="muted">The token is the ADMIN_TOKEN the API was started with. The session lasts 8 hours.</p>
+          <p class="muted">A session ends when you sign out, after 30 minutes without use, and after 8 hours.</p>
         </form>
       </main>
     </Document>
@@ -49,25 +59,60 @@ export async function loginPage(c: AdminContext) {
   return renderLogin(c, 200, next);
 }
 
-/** `POST /admin/login`: the admin token for a session cookie. */
+/**
+ * `POST /admin/login`: an operator's email and password, or a token (an operator's, or the
+ * bootstrap ADMIN_TOKEN), for a session. A refusal says nothing of which part was wrong, and is
+ * written to the audit trail with the address it came from.
+ */
 export async function signIn(c: AdminContext) {
   const form = await Form.read(c);
   const next = safeNext(form.one('next'));
   if (!(await isLoginTokenValid(c, form))) {
-    return renderLogin(c, 403, next, 'The sign-in form had expired. Please enter the token again.');
+    return renderLogin(c, 403, next, 'The sign-in form had expired. Please sign in again.');
   }
-  const caller = await identify(c.var.deps, form.one('token')?.trim());
-  if (caller?.role !== 'admin') {
-    c.var.logger.warn('operator sign-in refused: wrong token');
-    return renderLogin(c, 401, next, 'That is not the admin token.');
+  const token = form.one('token')?.trim();
+  const email = form.one('email')?.trim().slice(0, 320);
+  const attempt = token
+    ? await signInWithToken(c, token)
+    : await signInWithPassword(c, email ?? '', form.one('password') ?? '');
+  if ('refused' in attempt) {
+    await recordAudit(c.var.deps.db, {
+      actor: { type: 'operator', id: attempt.operatorId, email: token ? null : email || null },
+      action: 'session.sign_in_failed',
+      targetType: 'operator',
+      targetId: attempt.operatorId ?? 'unknown',
+      ip: clientAddress(c),
+      details: { method: token ? 'token' : 'password' },
+    });
+    c.var.logger.warn({ ip: clientAddress(c), method: token ? 'token' : 'password' }, 'operator sign-in refused');
+    return renderLogin(c, 401, next, 'Those credentials do not sign anyone in.');
   }
-  await startSession(c);
-  c.var.logger.info('operator signed in');
+  await startSession(c, attempt.caller);
+  c.var.logger.info({ operator: attempt.caller.operator.name }, 'operator signed in');
   return c.redirect(next, 303);
 }
 
-/** `POST /admin/logout`. */
-export function signOut(c: AdminContext) {
-  endSession(c);
+type Attempt = { caller: OperatorCaller } | { refused: true; operatorId: string | null };
+
+async function signInWithToken(c: AdminContext, token: string): Promise<Attempt> {
+  const caller = await identify(c.var.deps, token);
+  return caller && isOperator(caller) ? { caller } : { refused: true, operatorId: null };
+}
+
+async function signInWithPassword(c: AdminContext, email: string, password: string): Promise<Attempt> {
+  const [operator] = email
+    ? await c.var.deps.db.select().from(operators).where(sql`lower(${operators.email}) = lower(${email})`).limit(1)
+    : [];
+  // The hash is checked even for an unknown address, so the time taken does not tell which it was.
+  const valid = await verifyPassword(operator?.passwordHash ?? null, password);
+  if (!operator || !valid || !operator.isActive) return { refused: true, operatorId: operator?.id ?? null };
+  return {
+    caller: { role: operator.role, operator: { id: operator.id, email: operator.email, name: operator.email } },
+  };
+}
+
+/** `POST /admin/logout`: ends the session on the server. */
+export async function signOut(c: AdminContext) {
+  await endSession(c);
   return c.redirect('/admin/login', 303);
 }

@@ -1,10 +1,13 @@
 /** @jsxImportSource hono/jsx */
+
 import { transactionTypes } from '@cs/db';
 import { reconcile } from '@cs/ledger';
 import { ApiError } from '../../errors.ts';
+import { actorOf, requireAdmin } from '../../middleware/auth.ts';
 import { pendingTotals } from '../../read-model/credit-requests.ts';
 import { parseLedgerPage, readLedger } from '../../read-model/ledger.ts';
 import { findAccessibleSeller } from '../../routes/sellers.ts';
+import { clientAddress } from '../../services/client-address.ts';
 import { DEFAULT_LIMIT } from '../../services/pagination.ts';
 import { type AdminContext, Form, readPageQuery, thisPage } from '../context.ts';
 import { setFlash } from '../flash.ts';
@@ -120,9 +123,18 @@ export async function setActiveForm(c: AdminContext) {
       fields: { is_active: 'must be true or false' },
     });
   }
+  const caller = c.var.caller;
+  requireAdmin(caller);
   const seller = await findSeller(c);
   const isActive = value === 'true';
-  await c.var.deps.sellerKeys.setActive(seller.id, isActive);
+  await c.var.deps.sellerKeys.setActive(seller.id, isActive, {
+    actor: actorOf(caller),
+    action: 'seller.updated',
+    targetType: 'seller',
+    targetId: seller.id,
+    ip: clientAddress(c),
+    details: { is_active: isActive },
+  });
   c.var.logger.info({ sellerId: seller.id, isActive }, 'seller activation changed by the operator');
   setFlash(c, {
     kind: 'success',
