@@ -6,9 +6,10 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { AppDeps, AppEnv } from '../context.ts';
 import { handleError, notFound } from '../errors.ts';
 import { type AdminEnv, wantsHtml } from './context.ts';
+import { auditPage } from './pages/audit.tsx';
 import { creditRequestsPage, processRequestsForm } from './pages/credit-requests.tsx';
 import { ErrorPage } from './pages/error.tsx';
-import { loginPage, signIn, signOut } from './pages/login.tsx';
+import { loginPage, signIn, signOut, signOutEverywhere } from './pages/login.tsx';
 import { overviewPage } from './pages/overview.tsx';
 import { phoneNumbersPage } from './pages/phone-numbers.tsx';
 import { sellerPage, setActiveForm } from './pages/seller.tsx';
@@ -86,6 +87,7 @@ export function registerAdminRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps) {
   admin.get('/login', loginPage);
   admin.post('/login', signIn);
   admin.post('/logout', signOut);
+  admin.post('/sessions/revoke', signOutEverywhere);
   admin.route('/queues', queueDashboard(deps));
   admin.get('/', overviewPage);
   admin.get('/credit-requests', creditRequestsPage);
@@ -94,6 +96,7 @@ export function registerAdminRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps) {
   admin.get('/sellers/:id', sellerPage);
   admin.post('/sellers/:id/active', setActiveForm);
   admin.get('/phone-numbers', phoneNumbersPage);
+  admin.get('/audit', auditPage);
 
   admin.all('*', () => {
     throw notFound('Page');

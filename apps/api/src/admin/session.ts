@@ -134,6 +134,35 @@ export async function endSession(c: Context<AdminEnv>): Promise<void> {
   });
 }
 
+/** Ends every open session of the operator (`null` id: every bootstrap session), audited as one sign-out everywhere. */
+export async function endEverySession(c: Context<AdminEnv>, caller: OperatorCaller): Promise<void> {
+  deleteCookie(c, SESSION_COOKIE, { path: '/admin', secure: isHttps(c) });
+  await c.var.deps.db.transaction(async (tx) => {
+    const ended = await tx
+      .update(operatorSessions)
+      .set({ endedAt: sql`now()` })
+      .where(
+        and(
+          caller.operator.id === null
+            ? isNull(operatorSessions.operatorId)
+            : eq(operatorSessions.operatorId, caller.operator.id),
+          isNull(operatorSessions.endedAt),
+        ),
+      )
+      .returning({ idHash: operatorSessions.idHash });
+    await tx.insert(auditEvents).values(
+      auditRow({
+        actor: actorOf(caller),
+        action: 'session.signed_out',
+        targetType: 'operator',
+        targetId: caller.operator.id ?? 'bootstrap',
+        ip: clientAddress(c),
+        details: { everywhere: true, sessions_ended: ended.length },
+      }),
+    );
+  });
+}
+
 /**
  * The sign-in form's token, bound to a cookie set with it, so only a form this browser loaded
  * from us can sign it in (no login CSRF).

@@ -66,7 +66,7 @@ svg.chart{display:block;width:100%;height:auto}
 code{font-size:.85em}
 `;
 
-type Section = 'overview' | 'requests' | 'sellers' | 'phones';
+type Section = 'overview' | 'requests' | 'sellers' | 'phones' | 'audit';
 
 /** The whole HTML document; the only style is inline, and no page runs any script. */
 export function Document(props: { title: string; children?: Child }) {
@@ -91,6 +91,8 @@ interface LayoutProps {
   section?: Section;
   /** The session's CSRF token, when signed in with a cookie (then a sign-out button is shown). */
   csrf?: string | undefined;
+  /** Admins see the audit trail's page. */
+  admin?: boolean;
   flash?: Flash | null;
   children?: Child;
 }
@@ -109,12 +111,19 @@ export function Layout(props: LayoutProps) {
         {link('requests', '/admin/credit-requests', 'Credit requests')}
         {link('sellers', '/admin/sellers', 'Sellers')}
         {link('phones', '/admin/phone-numbers', 'Phone numbers')}
+        {props.admin && link('audit', '/admin/audit', 'Audit')}
         <a href="/admin/queues">Queue dashboard</a>
         {props.csrf !== undefined && (
-          <form method="post" action="/admin/logout">
-            <CsrfField token={props.csrf} />
-            <button type="submit">Sign out</button>
-          </form>
+          <>
+            <form method="post" action="/admin/logout">
+              <CsrfField token={props.csrf} />
+              <button type="submit">Sign out</button>
+            </form>
+            <form method="post" action="/admin/sessions/revoke">
+              <CsrfField token={props.csrf} />
+              <button type="submit">Sign out everywhere</button>
+            </form>
+          </>
         )}
       </header>
       <main>
@@ -132,7 +141,13 @@ export function Layout(props: LayoutProps) {
 /** A page in the operator's frame: navigation, sign-out (for a cookie session) and the outcome of the last form. */
 export function renderPage(c: AdminContext, title: string, section: Section, body: Child) {
   return c.html(
-    <Layout title={title} section={section} csrf={c.var.session?.csrfToken} flash={takeFlash(c)}>
+    <Layout
+      title={title}
+      section={section}
+      csrf={c.var.session?.csrfToken}
+      admin={c.var.caller.role === 'admin'}
+      flash={takeFlash(c)}
+    >
       {body}
     </Layout>,
   );

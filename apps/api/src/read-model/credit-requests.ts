@@ -10,7 +10,11 @@ export const parseCreditRequestPage = (query: PageQuery) => pageRequest(query, i
 /** Credit requests, newest first, of one seller or of all, in one status or in any. */
 export async function readCreditRequests(
   db: Database,
-  filter: { sellerId?: string | undefined; status?: CreditRequestStatus | undefined },
+  filter: {
+    sellerId?: string | undefined;
+    /** Any of these; undefined: every status. */
+    statuses?: readonly CreditRequestStatus[] | undefined;
+  },
   { limit, after }: PageRequest,
 ): Promise<Page<CreditRequestRow>> {
   const rows = await db
@@ -19,7 +23,7 @@ export async function readCreditRequests(
     .where(
       and(
         filter.sellerId ? eq(creditRequests.sellerId, filter.sellerId) : undefined,
-        filter.status ? eq(creditRequests.status, filter.status) : undefined,
+        filter.statuses ? inArray(creditRequests.status, [...filter.statuses]) : undefined,
         after ? lt(creditRequests.id, after) : undefined,
       ),
     )

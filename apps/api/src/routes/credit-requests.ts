@@ -105,7 +105,11 @@ export function registerCreditRequestRoutes(app: OpenAPIHono<AppEnv>) {
     if (seller) requireSellerAccess(caller, seller);
     // A seller reads its own requests only, whether it names itself or not.
     const sellerId = caller.role === 'seller' ? caller.sellerId : seller;
-    const requests = await readCreditRequests(c.var.deps.db, { sellerId, status }, page);
+    const requests = await readCreditRequests(
+      c.var.deps.db,
+      { sellerId, statuses: status ? [status] : undefined },
+      page,
+    );
     return c.json(listView(requests, creditRequestView), 200);
   });
 

@@ -1,5 +1,5 @@
 /** @jsxImportSource hono/jsx */
-import { creditRequestStatuses } from '@cs/db';
+import { creditRequestStatuses, isOpenCreditRequest, openCreditRequestStatuses } from '@cs/db';
 import { ApiError, notFound } from '../../errors.ts';
 import { approvalBy, requireApprover } from '../../middleware/auth.ts';
 import { parseCreditRequestPage, pendingTotals, readCreditRequests } from '../../read-model/credit-requests.ts';
@@ -12,7 +12,7 @@ import { type CreditAction, MAX_BATCH, processCreditRequests, summarise } from '
 import { safeNext } from '../session.ts';
 import { Card, CsrfField, Pager, renderPage, rials, when } from '../views.tsx';
 
-const statusFilters = [...creditRequestStatuses, 'all'] as const;
+const statusFilters = ['open', ...creditRequestStatuses, 'all'] as const;
 
 /** `?seller=` must name a seller: a malformed one is a 404, as on the API, never "show everything". */
 function optionalSellerId(value: string | undefined): string | undefined {
@@ -24,10 +24,11 @@ function optionalSellerId(value: string | undefined): string | undefined {
 /** `GET /admin/credit-requests`: pending ones first, each with its seller; approve or reject. */
 export async function creditRequestsPage(c: AdminContext) {
   const { db } = c.var.deps;
-  const status = statusFilters.find((s) => s === c.req.query('status')) ?? 'pending';
+  const status = statusFilters.find((s) => s === c.req.query('status')) ?? 'open';
   const sellerId = optionalSellerId(c.req.query('seller'));
   const page = parseCreditRequestPage(readPageQuery(c));
-  const requests = await readCreditRequests(db, { sellerId, status: status === 'all' ? undefined : status }, page);
+  const statuses = status === 'all' ? undefined : status === 'open' ? openCreditRequestStatuses : [status];
+  const requests = await readCreditRequests(db, { sellerId, statuses }, page);
   const [sellers, pending] = await Promise.all([
     sellersById(
       db,
@@ -35,7 +36,7 @@ export async function creditRequestsPage(c: AdminContext) {
     ),
     pendingTotals(db),
   ]);
-  const anyPending = requests.items.some((r) => r.status === 'pending');
+  const anyPending = requests.items.some((r) => isOpenCreditRequest(r.status));
   const csrf = c.var.session?.csrfToken;
 
   return renderPage(
@@ -102,7 +103,7 @@ export async function creditRequestsPage(c: AdminContext) {
               return (
                 <tr data-request={request.id}>
                   <td>
-                    {request.status === 'pending' && (
+                    {isOpenCreditRequest(request.status) && (
                       <input type="checkbox" name="ids" value={request.id} aria-label={`Select ${seller?.name}`} />
                     )}
                   </td>
@@ -118,8 +119,11 @@ export async function creditRequestsPage(c: AdminContext) {
                     <span class={`pill ${request.status}`}>{request.status}</span>
                   </td>
                   <td>
-                    {request.status === 'pending' ? (
+                    {isOpenCreditRequest(request.status) ? (
                       <span class="actions">
+                        {request.firstApprovedBy && (
+                          <span class="muted">first approved by {request.firstApprovedBy}; </span>
+                        )}
                         <button class="approve" type="submit" name="single" value={`approve:${request.id}`}>
                           Approve
                         </button>

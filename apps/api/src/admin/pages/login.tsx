@@ -8,6 +8,7 @@ import { verifyPassword } from '../../services/passwords.ts';
 import { type AdminContext, Form } from '../context.ts';
 import {
   CSRF_FIELD,
+  endEverySession,
   endSession,
   isLoginTokenValid,
   issueLoginToken,
@@ -109,6 +110,17 @@ async function signInWithPassword(c: AdminContext, email: string, password: stri
   return {
     caller: { role: operator.role, operator: { id: operator.id, email: operator.email, name: operator.email } },
   };
+}
+
+/**
+ * `POST /admin/sessions/revoke`: ends every session of the signed-in operator (of the bootstrap
+ * admin: every bootstrap session), this one included.
+ */
+export async function signOutEverywhere(c: AdminContext) {
+  const caller = c.var.caller;
+  if (!isOperator(caller)) return c.redirect('/admin/login', 303);
+  await endEverySession(c, caller);
+  return c.redirect('/admin/login', 303);
 }
 
 /** `POST /admin/logout`: ends the session on the server. */
