@@ -25,7 +25,7 @@ export function printMachine(config: Config): void {
       `${fmt(totalmem() / 2 ** 30, 1)} GiB, Node ${process.version}, load average ${loadavg()[0]?.toFixed(1)}`,
   );
   log(
-    `  ${config.workers} worker processes, ${config.partitions} partitions, BATCH_SIZE ${config.batchSize}, ` +
+    `  ${config.workers} worker process${config.workers === 1 ? '' : 'es'}, ${config.partitions} partitions, BATCH_SIZE ${config.batchSize}, ` +
       `${config.connections} HTTP connections (${config.load}), ${config.durationSeconds} s or ${fmt(config.maxRequests)} requests per workload`,
   );
 }
