@@ -22,6 +22,10 @@ const CONFIG_VARIABLES = [
   'REDIS_PREFIX',
   'ADMIN_TOKEN',
   'LEDGER_HMAC_KEY',
+  'SESSION_SECRET',
+  'SESSION_IDLE_MS',
+  'SESSION_MAX_MS',
+  'CREDIT_SECOND_APPROVAL_ABOVE',
   'METRICS_TOKEN',
   'MAX_PENDING_SUBMISSIONS',
   'PARTITIONS',
@@ -51,6 +55,7 @@ async function productionEnv(overrides: Record<string, string | undefined> = {})
     REDIS_PREFIX: `${inject('redisPrefix')}-prod-${process.pid}-${++processes}`,
     ADMIN_TOKEN: randomBytes(20).toString('hex'),
     LEDGER_HMAC_KEY: randomBytes(32).toString('hex'),
+    SESSION_SECRET: randomBytes(32).toString('hex'),
     PORT: String(await freePort()),
     LOG_LEVEL: 'warn',
     DB_POOL_SIZE: '3',
@@ -210,7 +215,7 @@ describe('production start refuses, each with one clear line, exactly these', ()
       const [state] = await check`
         select (select rolsuper from pg_roles where rolname = ${tableOwnerRole}) as super,
                (select count(*)::int from pg_tables where schemaname = 'public' and tableowner = ${tableOwnerRole}) as tables`;
-      expect(state).toEqual({ super: false, tables: 5 });
+      expect(state).toEqual({ super: false, tables: 8 });
     } finally {
       await check.end();
     }
@@ -275,6 +280,24 @@ describe('production start refuses, each with one clear line, exactly these', ()
       await Promise.all([
         expectRefused(API, await productionEnv({ LEDGER_HMAC_KEY: undefined }), /LEDGER_HMAC_KEY.*required/),
         expectRefused(WORKER, await productionEnv({ LEDGER_HMAC_KEY: undefined }), /LEDGER_HMAC_KEY.*required/),
+      ]);
+    });
+
+    it('a missing, short, placeholder or reused SESSION_SECRET: the api', async () => {
+      const admin = randomBytes(20).toString('hex');
+      await Promise.all([
+        expectRefused(API, await productionEnv({ SESSION_SECRET: undefined }), /SESSION_SECRET.*required/),
+        expectRefused(API, await productionEnv({ SESSION_SECRET: 'a'.repeat(31) }), /SESSION_SECRET.*32/),
+        expectRefused(
+          API,
+          await productionEnv({ SESSION_SECRET: 'replace-with-a-random-session-secret-of-32-or-more-characters' }),
+          /SESSION_SECRET.*placeholder/,
+        ),
+        expectRefused(
+          API,
+          await productionEnv({ ADMIN_TOKEN: admin, SESSION_SECRET: admin }),
+          /SESSION_SECRET.*ADMIN_TOKEN/,
+        ),
       ]);
     });
 
