@@ -66,7 +66,7 @@ export function requireAdmin(caller: Caller): void {
 
 /** Processing credit requests: approvers and admins. */
 export function requireApprover(caller: Caller): asserts caller is OperatorCaller {
-  if (caller.role === 'seller')
+  if (caller.role !== 'admin' && caller.role !== 'approver')
     throw forbidden('Only an approver or an admin may do this');
 }
 
