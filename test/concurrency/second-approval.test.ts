@@ -343,4 +343,64 @@ describe('second approval under concurrency, over two worker processes', () => {
     const [late] = await race(requestId, [{ by: ops.rejecter, action: 'reject' }]);
     expect(late).toMatchObject({ status: 409, code: 'already_processed' });
   });
+  describe('at most 10 open requests per seller, awaiting ones included', () => {
+    const MAX_OPEN = 10;
+
+    async function openCount(sellerId: string): Promise<number> {
+      const [row] = await sql`
+        select count(*)::int as n from credit_requests
+        where seller_id = ${sellerId} and status in ('pending', 'awaiting_second_approval')`;
+      return Number(row?.n);
+    }
+
+    it('the 11th is 409 too_many_pending, for the seller and for an admin; closing one makes room for one', async () => {
+      const seller = await fundedSeller('Many open');
+      const awaiting: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const id = await requestCredit(client, seller, LARGE);
+        const [first] = await race(id, [{ by: ops.first, action: 'approve' }]);
+        expect(first?.job?.result?.status).toBe('awaiting_second_approval');
+        awaiting.push(id);
+      }
+      for (let i = 0; i < MAX_OPEN - 3; i++) await requestCredit(client, seller, 1000 + i);
+      expect(await openCount(seller.id)).toBe(MAX_OPEN);
+
+      for (const token of [seller.apiKey, ADMIN_TOKEN]) {
+        const res = await client.post('/api/credit-requests', { token, body: { seller: seller.id, amount: 500 } });
+        expect(res.status, JSON.stringify(res.body)).toBe(409);
+        expect(res.body.code).toBe('too_many_pending');
+      }
+      expect(await openCount(seller.id)).toBe(MAX_OPEN);
+
+      const [rejected] = await race(awaiting[0] as string, [{ by: ops.rejecter, action: 'reject' }]);
+      expect(rejected?.job?.status).toBe('succeeded');
+      expect(
+        (await client.post('/api/credit-requests', { token: seller.apiKey, body: { seller: seller.id, amount: 500 } }))
+          .status,
+      ).toBe(201);
+      const full = await client.post('/api/credit-requests', {
+        token: seller.apiKey,
+        body: { seller: seller.id, amount: 500 },
+      });
+      expect(full.status).toBe(409);
+    });
+
+    it('20 requests at once by one seller: exactly 10 accepted, the rest too_many_pending', async () => {
+      const seller = await createSeller(client, 'Burst of requests');
+      await Promise.all(Array.from({ length: 20 }, () => client.get('/healthz')));
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          client.post('/api/credit-requests', { token: seller.apiKey, body: { seller: seller.id, amount: 100 + i } }),
+        ),
+      );
+      const accepted = answers.filter((a) => a.status === 201);
+      const refused = answers.filter((a) => a.status !== 201);
+      expect(accepted, answers.map((a) => a.status).join(' ')).toHaveLength(MAX_OPEN);
+      for (const answer of refused) {
+        expect(answer.status, JSON.stringify(answer.body)).toBe(409);
+        expect(answer.body.code).toBe('too_many_pending');
+      }
+      expect(await openCount(seller.id)).toBe(MAX_OPEN);
+    });
+  });
 });
