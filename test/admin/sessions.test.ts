@@ -448,3 +448,34 @@ describe('the absolute limit (SESSION_MAX_MS=3000)', () => {
     await pages.signIn({ email: op.email, password: op.password });
   });
 });
+
+describe('guessing passwords (more than 20 failed authentications a minute from one address)', () => {
+  let system: System;
+  let pages: Pages;
+
+  beforeAll(async () => {
+    // A system of its own: the address it refuses is this test's, for a minute.
+    system = await System.start({ workers: 0 });
+    pages = new Pages(system);
+  });
+  afterAll(() => system?.stop());
+
+  it('refuses the address with 429 and Retry-After, even with the right password, and starts no session', async () => {
+    const op = await pages.createOperator('admin');
+    const statuses: number[] = [];
+    for (let i = 0; i < 21; i++) {
+      const { res } = await pages.postLogin({ email: op.email, password: `guess number ${i}` });
+      statuses.push(res.status);
+    }
+    expect(statuses.slice(0, 20)).toEqual(Array.from({ length: 20 }, () => 401));
+    expect(statuses[20], statuses.join(' ')).toBe(429);
+    const { res, jar } = await pages.postLogin({ email: op.email, password: op.password });
+    expect(res.status).toBe(429);
+    expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(jar.has(SESSION_COOKIE)).toBe(false);
+    // The API's bearer tokens count as authentications from the same address.
+    const api = await pages.client.get('/api/sellers', { token: op.token });
+    expect(api.status).toBe(429);
+    expect(api.body.code).toBe('rate_limited');
+  });
+});

@@ -427,6 +427,13 @@ describe('the audit trail', () => {
       for (const row of byAdmin) expect(row.actor).toEqual(operatorActor(ops.admin));
       expect(byAdmin.some((r) => r.action === 'seller.key_rotated' && r.target_id === seller.id)).toBe(true);
 
+      const self = await createSeller(client, 'Filtered by itself');
+      expect((await client.post(`/api/sellers/${self.id}/api-key`, { token: self.apiKey })).status).toBe(201);
+      const bySeller = await audit({ actor: self.id });
+      expect(bySeller.map((r) => [r.actor.type, r.action, r.target_id])).toEqual([
+        ['seller', 'seller.key_rotated', self.id],
+      ]);
+
       const bootstrap = await audit({ actor: 'bootstrap' });
       expect(bootstrap.length).toBeGreaterThan(0);
       for (const row of bootstrap) expect(row.actor).toEqual(BOOTSTRAP_ACTOR);
