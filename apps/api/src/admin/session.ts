@@ -19,8 +19,12 @@ const LOGIN_COOKIE = 'cs_admin_login';
 const LOGIN_FORM_TTL_SECONDS = 60 * 60;
 /** The hidden field that carries the CSRF token in every form. */
 export const CSRF_FIELD = '_csrf';
-/** A session's last request is written down at most this often: a page view need not be a write. */
+/**
+ * A session's last request is written down at most this often (a page view need not be a write),
+ * and always well within the idle limit, so a session in use never runs out.
+ */
 const TOUCH_EVERY_MS = 30_000;
+const touchEvery = (idleMs: number) => Math.min(TOUCH_EVERY_MS, idleMs / 4);
 
 /*
  * A session is a row in PostgreSQL (operator_sessions); its cookie holds only a random id, signed
@@ -104,7 +108,7 @@ export async function readSession(c: Context<AdminEnv>): Promise<AdminSession | 
   else if (operator?.isActive)
     caller = { role: operator.role, operator: { id: operator.id, email: operator.email, name: operator.email } };
   else return null;
-  if (Date.now() - session.lastSeenAt.getTime() > TOUCH_EVERY_MS) {
+  if (Date.now() - session.lastSeenAt.getTime() > touchEvery(config.SESSION_IDLE_MS)) {
     await db.update(operatorSessions).set({ lastSeenAt: sql`now()` }).where(eq(operatorSessions.idHash, idHash));
   }
   return { csrfToken: session.csrfToken, idHash, caller };
