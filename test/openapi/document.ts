@@ -32,6 +32,7 @@ function unusedServices(): AppDeps {
     submitter: unused('submitter'),
     sellerKeys: unused('sellerKeys'),
     jobEvents: unused('jobEvents'),
+    saleRate: unused('saleRate'),
     logger: unused('logger'),
     metrics: { middleware: async (_: unknown, next: () => Promise<void>) => next() },
     pingRedis: async () => {},

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { JobEvents } from './services/job-events.ts';
 import type { JobQueues } from './services/job-queues.ts';
 import type { Metrics } from './services/metrics.ts';
+import type { SaleRate } from './services/sale-rate.ts';
 import type { SellerKeys } from './services/seller-keys.ts';
 import type { JobSubmitter } from './services/submit-job.ts';
 
@@ -19,6 +20,7 @@ export interface AppDeps {
   submitter: JobSubmitter;
   sellerKeys: SellerKeys;
   jobEvents: JobEvents;
+  saleRate: SaleRate;
   logger: Logger;
   metrics: Metrics;
   /** Answers whether Redis is reachable, for /readyz. */

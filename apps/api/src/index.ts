@@ -7,6 +7,7 @@ import { ApiError } from './errors.ts';
 import { JobEvents } from './services/job-events.ts';
 import { JobQueues } from './services/job-queues.ts';
 import { Metrics } from './services/metrics.ts';
+import { SaleRate } from './services/sale-rate.ts';
 import { SellerKeys } from './services/seller-keys.ts';
 import { JobSubmitter } from './services/submit-job.ts';
 
@@ -43,6 +44,7 @@ const app = createApp({
   submitter: new JobSubmitter(db, queues, logger, config.MAX_PENDING_SUBMISSIONS),
   sellerKeys,
   jobEvents,
+  saleRate: new SaleRate(redis, config.REDIS_PREFIX, config.SELLER_RATE_LIMIT),
   logger,
   metrics,
   pingRedis: async () => {

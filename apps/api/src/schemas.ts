@@ -206,6 +206,20 @@ const retryAfter = {
   },
 };
 
+/** A 429 answer: `rate_limited`, with `Retry-After`. */
+export function tooManyRequests(description: string) {
+  return {
+    ...json(errorSchema, description),
+    headers: {
+      'Retry-After': {
+        description: 'Whole seconds, at least 1, after which the request may be sent again',
+        schema: { type: 'integer' as const, minimum: 1 },
+        required: true,
+      },
+    },
+  };
+}
+
 /** Every error status the API answers with, each in the contract's error shape. */
 const errorAnswers = {
   400: json(

@@ -44,6 +44,11 @@ const schema = z.object({
   METRICS_TOKEN: z.string().min(16, 'METRICS_TOKEN must be at least 16 characters').optional(),
   /** Submissions one API process holds in memory at most; past it, 503 `overloaded`. */
   MAX_PENDING_SUBMISSIONS: z.coerce.number().int().min(1000).max(1_000_000).default(2000),
+  /**
+   * Sales a second one seller may submit with its own key, counted across every API process (in
+   * Redis); past it, 429. 0 turns the limit off.
+   */
+  SELLER_RATE_LIMIT: z.coerce.number().int().min(0).max(1_000_000).default(100),
   PARTITIONS: z.coerce.number().int().min(1).max(1024).default(16),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   DB_POOL_SIZE: z.coerce.number().int().min(1).max(100).default(10),
