@@ -32,6 +32,7 @@ function unusedServices(): AppDeps {
     submitter: unused('submitter'),
     sellerKeys: unused('sellerKeys'),
     jobEvents: unused('jobEvents'),
+    authFailures: unused('authFailures'),
     saleRate: unused('saleRate'),
     logger: unused('logger'),
     metrics: { middleware: async (_: unknown, next: () => Promise<void>) => next() },

@@ -2,6 +2,7 @@ import type { Config } from '@cs/config';
 import type { Database } from '@cs/db';
 import type { HttpBindings } from '@hono/node-server';
 import type { Logger } from 'pino';
+import type { AuthFailures } from './services/auth-failures.ts';
 import type { JobEvents } from './services/job-events.ts';
 import type { JobQueues } from './services/job-queues.ts';
 import type { Metrics } from './services/metrics.ts';
@@ -20,6 +21,8 @@ export interface AppDeps {
   submitter: JobSubmitter;
   sellerKeys: SellerKeys;
   jobEvents: JobEvents;
+  /** The limits on abuse: failed authentications, sales per seller, open event streams. */
+  authFailures: AuthFailures;
   saleRate: SaleRate;
   logger: Logger;
   metrics: Metrics;

@@ -4,6 +4,7 @@ import { createRedis, redisTargetOf, requireSamePartitionCount } from '@cs/queue
 import { serve } from '@hono/node-server';
 import { createApp } from './app.ts';
 import { ApiError } from './errors.ts';
+import { AuthFailures } from './services/auth-failures.ts';
 import { JobEvents } from './services/job-events.ts';
 import { JobQueues } from './services/job-queues.ts';
 import { Metrics } from './services/metrics.ts';
@@ -44,6 +45,10 @@ const app = createApp({
   submitter: new JobSubmitter(db, queues, logger, config.MAX_PENDING_SUBMISSIONS),
   sellerKeys,
   jobEvents,
+  authFailures: new AuthFailures(redis, config.REDIS_PREFIX, {
+    limit: config.AUTH_FAILURE_LIMIT,
+    windowSeconds: config.AUTH_FAILURE_WINDOW_SECONDS,
+  }),
   saleRate: new SaleRate(redis, config.REDIS_PREFIX, config.SELLER_RATE_LIMIT),
   logger,
   metrics,

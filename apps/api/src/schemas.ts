@@ -233,6 +233,9 @@ const errorAnswers = {
   413: json(errorSchema, 'The body is larger than 64 KiB (payload_too_large)'),
   415: json(errorSchema, 'The body is not JSON (unsupported_media_type)'),
   422: json(errorSchema, 'Idempotency-Key reused with another request (idempotency_key_reused)'),
+  429: tooManyRequests(
+    'Too many failed authentications from this address (rate_limited): every request from it is refused for a while; nothing was done',
+  ),
   500: json(errorSchema, 'Internal error (internal_error); nothing was done'),
   503: {
     ...json(
@@ -246,13 +249,14 @@ type ErrorStatus = keyof typeof errorAnswers;
 
 /**
  * The error answers of one operation: those given, plus the ones every `/api` route may give
- * (401: who are you; 500; 503). Statuses of a body (400, 413, 415) come with `withBody`.
+ * (401: who are you; 429: an address in backoff after failed authentications; 500; 503).
+ * Statuses of a body (400, 413, 415) come with `withBody`.
  */
 export function errorResponses<S extends ErrorStatus>(...statuses: S[]) {
-  const all = [...statuses, 401, 500, 503] as ErrorStatus[];
+  const all = [...statuses, 401, 429, 500, 503] as ErrorStatus[];
   return Object.fromEntries(all.sort((a, b) => a - b).map((status) => [status, errorAnswers[status]])) as Pick<
     typeof errorAnswers,
-    S | 401 | 500 | 503
+    S | 401 | 429 | 500 | 503
   >;
 }
 

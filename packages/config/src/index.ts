@@ -49,6 +49,10 @@ const schema = z.object({
    * Redis); past it, 429. 0 turns the limit off.
    */
   SELLER_RATE_LIMIT: z.coerce.number().int().min(0).max(1_000_000).default(100),
+  /** Failed authentications one address may make within AUTH_FAILURE_WINDOW_SECONDS; past it, 429. */
+  AUTH_FAILURE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(20),
+  /** The window failed authentications are counted in, and how long an address past the limit is refused. */
+  AUTH_FAILURE_WINDOW_SECONDS: z.coerce.number().int().min(1).max(86_400).default(60),
   PARTITIONS: z.coerce.number().int().min(1).max(1024).default(16),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   DB_POOL_SIZE: z.coerce.number().int().min(1).max(100).default(10),

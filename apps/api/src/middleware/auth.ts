@@ -27,7 +27,8 @@ export function bearerToken(header: string | undefined): string | undefined {
 }
 
 export const authenticate = createMiddleware<AppEnv>(async (c, next) => {
-  const caller = await identify(c.var.deps, bearerToken(c.req.header('authorization')));
+  const token = bearerToken(c.req.header('authorization'));
+  const caller = await c.var.deps.authFailures.guard(c, token, () => identify(c.var.deps, token));
   if (!caller) throw new ApiError('unauthorized', 'A valid bearer token is required');
   c.set('caller', caller);
   await next();

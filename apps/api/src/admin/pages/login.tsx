@@ -56,7 +56,8 @@ export async function signIn(c: AdminContext) {
   if (!(await isLoginTokenValid(c, form))) {
     return renderLogin(c, 403, next, 'The sign-in form had expired. Please enter the token again.');
   }
-  const caller = await identify(c.var.deps, form.one('token')?.trim());
+  const token = form.one('token')?.trim() || undefined;
+  const caller = await c.var.deps.authFailures.guard(c, token, () => identify(c.var.deps, token));
   if (caller?.role !== 'admin') {
     c.var.logger.warn('operator sign-in refused: wrong token');
     return renderLogin(c, 401, next, 'That is not the admin token.');
