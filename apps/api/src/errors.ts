@@ -16,6 +16,7 @@ const statusOf = {
   not_found: 404,
   duplicate_email: 409,
   already_processed: 409,
+  too_many_pending: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
   headers_too_large: 431,

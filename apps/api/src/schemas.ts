@@ -92,8 +92,8 @@ export const errorSchema = z
     code: z.string().openapi({
       description:
         'What went wrong, for a program: validation_error, invalid_json, malformed_request, unauthorized, forbidden, ' +
-        'seller_inactive, not_found, duplicate_email, already_processed, payload_too_large, ' +
-        'unsupported_media_type, idempotency_key_reused, service_unavailable, overloaded, internal_error',
+        'seller_inactive, not_found, duplicate_email, already_processed, too_many_pending, payload_too_large, ' +
+        'unsupported_media_type, idempotency_key_reused, rate_limited, service_unavailable, overloaded, internal_error',
       example: 'validation_error',
     }),
     fields: z
