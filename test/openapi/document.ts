@@ -34,6 +34,7 @@ function unusedServices(): AppDeps {
     jobEvents: unused('jobEvents'),
     authFailures: unused('authFailures'),
     saleRate: unused('saleRate'),
+    eventStreams: unused('eventStreams'),
     logger: unused('logger'),
     metrics: { middleware: async (_: unknown, next: () => Promise<void>) => next() },
     pingRedis: async () => {},

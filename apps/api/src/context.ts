@@ -3,6 +3,7 @@ import type { Database } from '@cs/db';
 import type { HttpBindings } from '@hono/node-server';
 import type { Logger } from 'pino';
 import type { AuthFailures } from './services/auth-failures.ts';
+import type { EventStreamSlots } from './services/event-stream-slots.ts';
 import type { JobEvents } from './services/job-events.ts';
 import type { JobQueues } from './services/job-queues.ts';
 import type { Metrics } from './services/metrics.ts';
@@ -24,6 +25,7 @@ export interface AppDeps {
   /** The limits on abuse: failed authentications, sales per seller, open event streams. */
   authFailures: AuthFailures;
   saleRate: SaleRate;
+  eventStreams: EventStreamSlots;
   logger: Logger;
   metrics: Metrics;
   /** Answers whether Redis is reachable, for /readyz. */

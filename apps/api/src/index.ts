@@ -5,6 +5,7 @@ import { serve } from '@hono/node-server';
 import { createApp } from './app.ts';
 import { ApiError } from './errors.ts';
 import { AuthFailures } from './services/auth-failures.ts';
+import { EventStreamSlots } from './services/event-stream-slots.ts';
 import { JobEvents } from './services/job-events.ts';
 import { JobQueues } from './services/job-queues.ts';
 import { Metrics } from './services/metrics.ts';
@@ -37,7 +38,11 @@ await jobEvents.start();
 const sellerKeys = new SellerKeys(db, redis, `${config.REDIS_PREFIX}:seller-changed`, logger);
 await sellerKeys.listen(subscriber);
 
-const metrics = new Metrics({ db, queues, logger, ledgerKey: config.LEDGER_HMAC_KEY }, jobEvents);
+const eventStreams = new EventStreamSlots({
+  perCaller: config.EVENT_STREAMS_PER_CALLER,
+  lifetimeMs: config.EVENT_STREAM_MAX_SECONDS * 1000,
+});
+const metrics = new Metrics({ db, queues, logger, ledgerKey: config.LEDGER_HMAC_KEY }, jobEvents, eventStreams);
 const app = createApp({
   config,
   db,
@@ -50,6 +55,7 @@ const app = createApp({
     windowSeconds: config.AUTH_FAILURE_WINDOW_SECONDS,
   }),
   saleRate: new SaleRate(redis, config.REDIS_PREFIX, config.SELLER_RATE_LIMIT),
+  eventStreams,
   logger,
   metrics,
   pingRedis: async () => {
