@@ -56,6 +56,14 @@ export class Metrics {
   ) {
     collectDefaultMetrics({ register: this.registry });
     new Gauge({
+      name: 'job_waiters',
+      help: 'Requests of this process waiting for a job to finish (Prefer: wait, the operator pages)',
+      registers: [this.registry],
+      collect() {
+        this.set(jobEvents.waiting);
+      },
+    });
+    new Gauge({
       name: 'event_streams_open',
       help: 'Job event streams open on this process',
       registers: [this.registry],
