@@ -117,7 +117,7 @@ describe('a client generated from /openapi.json', () => {
         statuses.some((s) => s.startsWith('2')),
         route,
       ).toBe(true);
-      for (const status of ['401', '500', '503']) expect(statuses, route).toContain(status);
+      for (const status of ['401', '429', '500', '503']) expect(statuses, route).toContain(status);
       if (route.startsWith('POST') || route.startsWith('PATCH')) {
         for (const status of ['400', '413', '415']) expect(statuses, route).toContain(status);
       }

@@ -345,13 +345,19 @@ function parseNodes(text: string, portOf: (port: number) => number): ClusterNode
 
 /**
  * An API and two worker processes (each reporting its partitions on a health port) on a Redis
- * Cluster of their own, started with `startRedisCluster(options)`.
+ * Cluster of their own, started with `startRedisCluster(options)`; `env` is added to theirs.
  */
-export async function systemOnCluster(options: { fullCoverage?: boolean } = {}) {
+export async function systemOnCluster({
+  env,
+  ...options
+}: {
+  fullCoverage?: boolean;
+  env?: Record<string, string>;
+} = {}) {
   const cluster = await startRedisCluster(options);
   const system = await System.start({
     workers: 0,
-    env: { REDIS_CLUSTER_NODES: cluster.nodes, PARTITIONS: String(PARTITIONS) },
+    env: { REDIS_CLUSTER_NODES: cluster.nodes, PARTITIONS: String(PARTITIONS), ...env },
   });
   const healthPorts = [await freePort(), await freePort()];
   for (const port of healthPorts) system.startWorker({ WORKER_HEALTH_PORT: String(port) });

@@ -32,11 +32,13 @@ export interface SystemOptions {
 
 /**
  * The real thing as separate processes: one API and N workers, with a Redis prefix of their own
- * so that no other test's workers ever take their jobs.
+ * so that no other test's workers ever take their jobs. More API processes can join
+ * ({@link System.startApi}), as behind a load balancer.
  */
 export class System {
   readonly workers: ChildProcess[] = [];
   private api: ChildProcess | undefined;
+  private readonly moreApis: ChildProcess[] = [];
   readonly baseUrl: string;
   readonly env: Record<string, string>;
   private readonly logs: string[] = [];
@@ -61,6 +63,11 @@ export class System {
       LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
       // Several processes per system: keep well inside PostgreSQL's default 100 connections.
       DB_POOL_SIZE: '5',
+      // Load tests sell hundreds a second for one seller, and hostile-input tests send thousands of
+      // wrong tokens from 127.0.0.1: the limits run, far above what any of them reaches. The tests
+      // of the limits set their own.
+      SELLER_RATE_LIMIT: '1000000',
+      AUTH_FAILURE_LIMIT: '1000000',
       ...options.env,
     };
     const system = new System(port, env);
@@ -68,6 +75,19 @@ export class System {
     for (let i = 0; i < (options.workers ?? 1); i++) system.startWorker();
     await system.waitReady();
     return system;
+  }
+
+  /**
+   * Another API process of the same deployment (same database, Redis prefix and settings, plus
+   * `extraEnv`), on a port of its own; resolves with its base URL once it is ready.
+   */
+  async startApi(extraEnv: Record<string, string> = {}): Promise<string> {
+    const port = await freePort();
+    const name = `api${this.moreApis.length + 1}`;
+    this.moreApis.push(this.spawn('apps/api/src/index.ts', name, { ...extraEnv, PORT: String(port) }));
+    const baseUrl = `http://127.0.0.1:${port}`;
+    await this.waitReady(baseUrl);
+    return baseUrl;
   }
 
   startWorker(extraEnv: Record<string, string> = {}): ChildProcess {
@@ -98,7 +118,7 @@ export class System {
   }
 
   async stop(): Promise<void> {
-    const all = [this.api, ...this.workers].filter(
+    const all = [this.api, ...this.moreApis, ...this.workers].filter(
       (p): p is ChildProcess => !!p && p.exitCode === null && p.signalCode === null,
     );
     await Promise.all(
@@ -151,11 +171,11 @@ export class System {
     return child;
   }
 
-  private async waitReady(timeoutMs = 30_000): Promise<void> {
+  private async waitReady(baseUrl = this.baseUrl, timeoutMs = 30_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       try {
-        const res = await fetch(`${this.baseUrl}/readyz`);
+        const res = await fetch(`${baseUrl}/readyz`);
         if (res.ok) return;
       } catch {}
       await new Promise((r) => setTimeout(r, 100));

@@ -167,6 +167,46 @@ describe('loadConfig', () => {
     });
   });
 
+  describe('the limits on abuse', () => {
+    it('default to 100 sales a second per seller, 20 failed authentications a minute, 20 streams of 5 minutes', () => {
+      expect(load({})).toMatchObject({
+        SELLER_RATE_LIMIT: 100,
+        AUTH_FAILURE_LIMIT: 20,
+        AUTH_FAILURE_WINDOW_SECONDS: 60,
+        EVENT_STREAMS_PER_CALLER: 20,
+        EVENT_STREAM_MAX_SECONDS: 300,
+      });
+    });
+
+    it('take 0 as no sales limit, and whole numbers for the others', () => {
+      const config = load({
+        SELLER_RATE_LIMIT: '0',
+        AUTH_FAILURE_LIMIT: '5',
+        AUTH_FAILURE_WINDOW_SECONDS: '3',
+        EVENT_STREAMS_PER_CALLER: '2',
+        EVENT_STREAM_MAX_SECONDS: '4',
+      });
+      expect(config).toMatchObject({
+        SELLER_RATE_LIMIT: 0,
+        AUTH_FAILURE_LIMIT: 5,
+        AUTH_FAILURE_WINDOW_SECONDS: 3,
+        EVENT_STREAMS_PER_CALLER: 2,
+        EVENT_STREAM_MAX_SECONDS: 4,
+      });
+    });
+
+    it.each([
+      ['SELLER_RATE_LIMIT', '-1'],
+      ['SELLER_RATE_LIMIT', '2.5'],
+      ['AUTH_FAILURE_LIMIT', '0'],
+      ['AUTH_FAILURE_WINDOW_SECONDS', '0'],
+      ['EVENT_STREAMS_PER_CALLER', '0'],
+      ['EVENT_STREAM_MAX_SECONDS', 'forever'],
+    ])('refuses %s=%s in one line', (name, value) => {
+      expect(() => load({ [name]: value })).toThrow(new RegExp(`^config: ${name}: `));
+    });
+  });
+
   it('takes an empty variable as unset, as "VAR=" in an env file means', () => {
     const config = load({ METRICS_TOKEN: '', DATABASE_PREPARE: '', PORT: '' });
     expect(config.METRICS_TOKEN).toBeUndefined();

@@ -2,9 +2,12 @@ import type { Config } from '@cs/config';
 import type { Database, OperatorRole } from '@cs/db';
 import type { HttpBindings } from '@hono/node-server';
 import type { Logger } from 'pino';
+import type { AuthFailures } from './services/auth-failures.ts';
+import type { EventStreamSlots } from './services/event-stream-slots.ts';
 import type { JobEvents } from './services/job-events.ts';
 import type { JobQueues } from './services/job-queues.ts';
 import type { Metrics } from './services/metrics.ts';
+import type { SaleRate } from './services/sale-rate.ts';
 import type { SellerKeys } from './services/seller-keys.ts';
 import type { JobSubmitter } from './services/submit-job.ts';
 
@@ -28,6 +31,10 @@ export interface AppDeps {
   submitter: JobSubmitter;
   sellerKeys: SellerKeys;
   jobEvents: JobEvents;
+  /** The limits on abuse: failed authentications, sales per seller, open event streams. */
+  authFailures: AuthFailures;
+  saleRate: SaleRate;
+  eventStreams: EventStreamSlots;
   logger: Logger;
   metrics: Metrics;
   /** Answers whether Redis is reachable, for /readyz. */

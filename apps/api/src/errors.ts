@@ -16,10 +16,12 @@ const statusOf = {
   not_found: 404,
   duplicate_email: 409,
   already_processed: 409,
+  too_many_pending: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
   headers_too_large: 431,
   idempotency_key_reused: 422,
+  rate_limited: 429,
   service_unavailable: 503,
   overloaded: 503,
   internal_error: 500,
@@ -52,6 +54,11 @@ export function refused(refusal: RefusalOf<'seller_inactive' | 'already_processe
   return new ApiError(code, error, details);
 }
 export const forbidden = (message = 'You may not do this') => new ApiError('forbidden', message);
+
+/** 429 `rate_limited`; `Retry-After` is the wait in whole seconds, rounded up, and at least 1. */
+export function rateLimited(message: string, retryAfterMs: number): ApiError {
+  return new ApiError('rate_limited', message, {}, Math.max(1, Math.ceil(retryAfterMs / 1000)));
+}
 
 /**
  * The code of an error raised by Hono or a library (the body limit, the media type gate) rather

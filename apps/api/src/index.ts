@@ -4,9 +4,12 @@ import { createRedis, redisTargetOf, requireSamePartitionCount } from '@cs/queue
 import { serve } from '@hono/node-server';
 import { createApp } from './app.ts';
 import { ApiError } from './errors.ts';
+import { AuthFailures } from './services/auth-failures.ts';
+import { EventStreamSlots } from './services/event-stream-slots.ts';
 import { JobEvents } from './services/job-events.ts';
 import { JobQueues } from './services/job-queues.ts';
 import { Metrics } from './services/metrics.ts';
+import { SaleRate } from './services/sale-rate.ts';
 import { SellerKeys } from './services/seller-keys.ts';
 import { JobSubmitter } from './services/submit-job.ts';
 
@@ -35,7 +38,11 @@ await jobEvents.start();
 const sellerKeys = new SellerKeys(db, redis, `${config.REDIS_PREFIX}:seller-changed`, logger);
 await sellerKeys.listen(subscriber);
 
-const metrics = new Metrics({ db, queues, logger, ledgerKey: config.LEDGER_HMAC_KEY }, jobEvents);
+const eventStreams = new EventStreamSlots({
+  perCaller: config.EVENT_STREAMS_PER_CALLER,
+  lifetimeMs: config.EVENT_STREAM_MAX_SECONDS * 1000,
+});
+const metrics = new Metrics({ db, queues, logger, ledgerKey: config.LEDGER_HMAC_KEY }, jobEvents, eventStreams);
 const app = createApp({
   config,
   db,
@@ -43,6 +50,12 @@ const app = createApp({
   submitter: new JobSubmitter(db, queues, logger, config.MAX_PENDING_SUBMISSIONS),
   sellerKeys,
   jobEvents,
+  authFailures: new AuthFailures(redis, config.REDIS_PREFIX, {
+    limit: config.AUTH_FAILURE_LIMIT,
+    windowSeconds: config.AUTH_FAILURE_WINDOW_SECONDS,
+  }),
+  saleRate: new SaleRate(redis, config.REDIS_PREFIX, config.SELLER_RATE_LIMIT),
+  eventStreams,
   logger,
   metrics,
   pingRedis: async () => {

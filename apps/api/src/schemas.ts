@@ -93,8 +93,8 @@ export const errorSchema = z
     code: z.string().openapi({
       description:
         'What went wrong, for a program: validation_error, invalid_json, malformed_request, unauthorized, forbidden, ' +
-        'seller_inactive, not_found, duplicate_email, already_processed, payload_too_large, ' +
-        'unsupported_media_type, idempotency_key_reused, service_unavailable, overloaded, internal_error',
+        'seller_inactive, not_found, duplicate_email, already_processed, too_many_pending, payload_too_large, ' +
+        'unsupported_media_type, idempotency_key_reused, rate_limited, service_unavailable, overloaded, internal_error',
       example: 'validation_error',
     }),
     fields: z
@@ -207,6 +207,20 @@ const retryAfter = {
   },
 };
 
+/** A 429 answer: `rate_limited`, with `Retry-After`. */
+export function tooManyRequests(description: string) {
+  return {
+    ...json(errorSchema, description),
+    headers: {
+      'Retry-After': {
+        description: 'Whole seconds, at least 1, after which the request may be sent again',
+        schema: { type: 'integer' as const, minimum: 1 },
+        required: true,
+      },
+    },
+  };
+}
+
 /** Every error status the API answers with, each in the contract's error shape. */
 const errorAnswers = {
   400: json(
@@ -220,6 +234,9 @@ const errorAnswers = {
   413: json(errorSchema, 'The body is larger than 64 KiB (payload_too_large)'),
   415: json(errorSchema, 'The body is not JSON (unsupported_media_type)'),
   422: json(errorSchema, 'Idempotency-Key reused with another request (idempotency_key_reused)'),
+  429: tooManyRequests(
+    'Too many failed authentications from this address (rate_limited): every request from it is refused for a while; nothing was done',
+  ),
   500: json(errorSchema, 'Internal error (internal_error); nothing was done'),
   503: {
     ...json(
@@ -233,13 +250,14 @@ type ErrorStatus = keyof typeof errorAnswers;
 
 /**
  * The error answers of one operation: those given, plus the ones every `/api` route may give
- * (401: who are you; 500; 503). Statuses of a body (400, 413, 415) come with `withBody`.
+ * (401: who are you; 429: an address in backoff after failed authentications; 500; 503).
+ * Statuses of a body (400, 413, 415) come with `withBody`.
  */
 export function errorResponses<S extends ErrorStatus>(...statuses: S[]) {
-  const all = [...statuses, 401, 500, 503] as ErrorStatus[];
+  const all = [...statuses, 401, 429, 500, 503] as ErrorStatus[];
   return Object.fromEntries(all.sort((a, b) => a - b).map((status) => [status, errorAnswers[status]])) as Pick<
     typeof errorAnswers,
-    S | 401 | 500 | 503
+    S | 401 | 429 | 500 | 503
   >;
 }
 

@@ -65,6 +65,19 @@ const schema = z.object({
   METRICS_TOKEN: z.string().min(16, 'METRICS_TOKEN must be at least 16 characters').optional(),
   /** Submissions one API process holds in memory at most; past it, 503 `overloaded`. */
   MAX_PENDING_SUBMISSIONS: z.coerce.number().int().min(1000).max(1_000_000).default(2000),
+  /**
+   * Sales a second one seller may submit with its own key, counted across every API process (in
+   * Redis); past it, 429. 0 turns the limit off.
+   */
+  SELLER_RATE_LIMIT: z.coerce.number().int().min(0).max(1_000_000).default(100),
+  /** Failed authentications one address may make within AUTH_FAILURE_WINDOW_SECONDS; past it, 429. */
+  AUTH_FAILURE_LIMIT: z.coerce.number().int().min(1).max(1_000_000).default(20),
+  /** The window failed authentications are counted in, and how long an address past the limit is refused. */
+  AUTH_FAILURE_WINDOW_SECONDS: z.coerce.number().int().min(1).max(86_400).default(60),
+  /** Event streams one caller may hold open on one API process; past it, 429. */
+  EVENT_STREAMS_PER_CALLER: z.coerce.number().int().min(1).max(10_000).default(20),
+  /** The longest an event stream stays open: then the server closes it, and the client reconnects. */
+  EVENT_STREAM_MAX_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
   PARTITIONS: z.coerce.number().int().min(1).max(1024).default(16),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   DB_POOL_SIZE: z.coerce.number().int().min(1).max(100).default(10),

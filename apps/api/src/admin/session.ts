@@ -238,7 +238,8 @@ export const adminGate = createMiddleware<AdminEnv>(async (c, next) => {
   if (isLoginPath(c.req.path)) return next();
   const authorization = c.req.header('authorization');
   if (authorization !== undefined) {
-    const caller = await identify(c.var.deps, bearerToken(authorization));
+    const token = bearerToken(authorization);
+    const caller = await c.var.deps.authFailures.guard(c, token, () => identify(c.var.deps, token));
     if (caller && isOperator(caller)) {
       c.set('caller', caller);
       c.set('session', null);

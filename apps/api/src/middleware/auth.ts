@@ -51,7 +51,8 @@ export function bearerToken(header: string | undefined): string | undefined {
 }
 
 export const authenticate = createMiddleware<AppEnv>(async (c, next) => {
-  const caller = await identify(c.var.deps, bearerToken(c.req.header('authorization')));
+  const token = bearerToken(c.req.header('authorization'));
+  const caller = await c.var.deps.authFailures.guard(c, token, () => identify(c.var.deps, token));
   if (!caller) throw new ApiError('unauthorized', 'A valid bearer token is required');
   c.set('caller', caller);
   await next();
@@ -105,4 +106,9 @@ export interface ApprovalBy {
 
 export function approvalBy(caller: OperatorCaller, ip: string | null): ApprovalBy {
   return { processedBy: caller.operator.name, actorId: caller.operator.id, actorIp: ip };
+}
+
+/** One name per caller, whoever it is: what per-caller limits count by. */
+export function callerKey(caller: Caller): string {
+  return caller.role === 'seller' ? `seller:${caller.sellerId}` : `operator:${caller.operator.id ?? BOOTSTRAP_NAME}`;
 }

@@ -19,6 +19,7 @@ import {
   jsonBody,
   phoneSchema,
   preferHeader,
+  tooManyRequests,
   withBody,
 } from '../schemas.ts';
 import { respondWithJob } from '../services/job-response.ts';
@@ -42,6 +43,9 @@ const createChargeSale = createRoute({
     200: json(jobSchema, 'Finished within the time asked for with Prefer: wait'),
     ...errorResponses(...withBody, 403, 404, 422),
     403: json(errorSchema, "Another seller's, or the seller is inactive (forbidden, seller_inactive)"),
+    429: tooManyRequests(
+      "Past the seller's sales a second (SELLER_RATE_LIMIT), or too many failed authentications from this address (rate_limited); nothing was done",
+    ),
   },
 });
 
@@ -64,6 +68,8 @@ export function registerChargeSaleRoutes(app: OpenAPIHono<AppEnv>) {
     if (!seller) throw notFound('Seller');
     requireSellerAction(c.var.caller, seller.id);
     if (!seller.isActive) throw refused(refuse.sellerInactive());
+    // Counted before anything is recorded: a sale past the limit leaves no trace.
+    if (caller.role === 'seller') await c.var.deps.saleRate.take(seller.id, c.var.logger);
 
     const request = { seller_id: seller.id, phone_number: body.phone_number, amount: body.amount.toString() };
     const { job } = await submitJob(c.var.deps, {

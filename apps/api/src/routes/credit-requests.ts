@@ -1,10 +1,18 @@
-import { approvalActions, creditRequestStatuses, creditRequests, isOpenCreditRequest, sellers } from '@cs/db';
+import {
+  approvalActions,
+  creditRequestStatuses,
+  creditRequests,
+  type Database,
+  isOpenCreditRequest,
+  openCreditRequestStatuses,
+  sellers,
+} from '@cs/db';
 import { refuse } from '@cs/ledger';
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
-import { eq } from 'drizzle-orm';
+import { and, count, eq, inArray, sql } from 'drizzle-orm';
 import { uuidv7 } from 'uuidv7';
 import type { AppEnv } from '../context.ts';
-import { notFound, refused } from '../errors.ts';
+import { ApiError, notFound, refused } from '../errors.ts';
 import { approvalBy, requireApprover, requireSellerAccess, requireSellerAction } from '../middleware/auth.ts';
 import { parseCreditRequestPage, readCreditRequests } from '../read-model/credit-requests.ts';
 import {
@@ -30,6 +38,38 @@ import { respondWithJob } from '../services/job-response.ts';
 import { submitJob } from '../services/submit-job.ts';
 import { creditRequestView, listView } from '../services/views.ts';
 
+/** Requests of one seller that may wait for an operator at once, so a key cannot flood the queue of approvals. */
+const MAX_OPEN_CREDIT_REQUESTS = 10;
+
+/**
+ * Records a pending request, unless the seller already has the most open ones. The count and the
+ * insert run under a transaction-scoped advisory lock on the seller, so concurrent requests (of
+ * any API process) are counted one after another. It is a lock of its own, not the seller's row:
+ * the worker's batch transaction holds that row `FOR NO KEY UPDATE`, and requests must neither
+ * wait for batches nor hold them up.
+ */
+async function recordCreditRequest(db: Database, sellerId: string, amount: bigint) {
+  return db.transaction(async (tx) => {
+    await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${`credit_requests:${sellerId}`}, 0))`);
+    const [open] = await tx
+      .select({ n: count() })
+      .from(creditRequests)
+      .where(
+        and(eq(creditRequests.sellerId, sellerId), inArray(creditRequests.status, [...openCreditRequestStatuses])),
+      );
+    if ((open?.n ?? 0) >= MAX_OPEN_CREDIT_REQUESTS) {
+      throw new ApiError(
+        'too_many_pending',
+        `This seller already has ${MAX_OPEN_CREDIT_REQUESTS} credit requests waiting for an operator`,
+        { limit: MAX_OPEN_CREDIT_REQUESTS },
+      );
+    }
+    const [request] = await tx.insert(creditRequests).values({ id: uuidv7(), sellerId, amount }).returning();
+    if (!request) throw new Error('insert returned nothing');
+    return request;
+  });
+}
+
 const createCreditRequest = createRoute({
   method: 'post',
   path: '/api/credit-requests',
@@ -40,7 +80,14 @@ const createCreditRequest = createRoute({
   request: {
     body: jsonBody(z.strictObject({ seller: z.string(), amount: amountSchema }).openapi('CreateCreditRequest')),
   },
-  responses: { 201: json(creditRequestSchema, 'The pending request'), ...errorResponses(...withBody, 403, 404) },
+  responses: {
+    201: json(creditRequestSchema, 'The pending request'),
+    ...errorResponses(...withBody, 403, 404, 409),
+    409: json(
+      errorSchema,
+      `The seller already has ${MAX_OPEN_CREDIT_REQUESTS} requests waiting for an operator (too_many_pending); nothing was recorded`,
+    ),
+  },
 });
 
 const listCreditRequests = createRoute({
@@ -90,11 +137,7 @@ export function registerCreditRequestRoutes(app: OpenAPIHono<AppEnv>) {
     const [seller] = await c.var.deps.db.select({ id: sellers.id }).from(sellers).where(eq(sellers.id, body.seller));
     if (!seller) throw notFound('Seller');
     requireSellerAction(c.var.caller, seller.id);
-    const [request] = await c.var.deps.db
-      .insert(creditRequests)
-      .values({ id: uuidv7(), sellerId: seller.id, amount: body.amount })
-      .returning();
-    if (!request) throw new Error('insert returned nothing');
+    const request = await recordCreditRequest(c.var.deps.db, seller.id, body.amount);
     return c.json(creditRequestView(request), 201);
   });
 

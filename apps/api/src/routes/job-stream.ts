@@ -3,7 +3,8 @@ import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { eq } from 'drizzle-orm';
 import { streamSSE } from 'hono/streaming';
 import type { AppEnv } from '../context.ts';
-import { bearer, errorResponses, pathId } from '../schemas.ts';
+import { callerKey } from '../middleware/auth.ts';
+import { bearer, errorResponses, pathId, tooManyRequests } from '../schemas.ts';
 import { currentJobView } from '../services/job-response.ts';
 import { findAccessibleJob } from './jobs.ts';
 
@@ -16,6 +17,10 @@ const streamJob = createRoute({
   tags: ['Jobs'],
   summary:
     "A job's status changes as Server-Sent Events: its state at once, one event per change, closed after the final one",
+  description:
+    'A caller holds a limited number of streams open at once (`EVENT_STREAMS_PER_CALLER` per API process, 20 by default), ' +
+    'and the server closes a stream after `EVENT_STREAM_MAX_SECONDS` (5 minutes by default): reconnect to get the ' +
+    "job's current state.",
   security: bearer,
   request: { params: pathId },
   responses: {
@@ -24,6 +29,9 @@ const streamJob = createRoute({
       content: { 'text/event-stream': { schema: z.string() } },
     },
     ...errorResponses(403, 404),
+    429: tooManyRequests(
+      'The caller already holds the most open streams (EVENT_STREAMS_PER_CALLER), or too many failed authentications from this address (rate_limited)',
+    ),
   },
 });
 
@@ -31,6 +39,7 @@ export function registerJobStreamRoutes(app: OpenAPIHono<AppEnv>) {
   app.openapi(streamJob, async (c) => {
     const deps = c.var.deps;
     const job = await findAccessibleJob(deps, c.var.caller, c.req.valid('param').id);
+    const release = deps.eventStreams.take(callerKey(c.var.caller));
     return streamSSE(c, async (stream) => {
       let sequence = 0;
       let lastStatus: string | undefined;
@@ -44,9 +53,16 @@ export function registerJobStreamRoutes(app: OpenAPIHono<AppEnv>) {
       // Subscribe before the first read, so a change between the read and the subscription counts.
       const unsubscribe = deps.jobEvents.subscribe(job.id, onEvent);
       stream.onAbort(onEvent);
+      // A stream lives so long at most, then ends like one whose client left: the client
+      // reconnects (EventSource does so by itself) and is sent the current state.
+      let expired = false;
+      const lifetime = setTimeout(() => {
+        expired = true;
+        onEvent();
+      }, deps.eventStreams.limits.lifetimeMs);
       try {
         let row = job;
-        while (!stream.aborted) {
+        while (!stream.aborted && !expired) {
           changed = false;
           const [fresh] = await deps.db.select().from(jobs).where(eq(jobs.id, job.id));
           if (fresh) row = fresh;
@@ -69,7 +85,9 @@ export function registerJobStreamRoutes(app: OpenAPIHono<AppEnv>) {
           });
         }
       } finally {
+        clearTimeout(lifetime);
         unsubscribe();
+        release();
       }
     });
   });

@@ -12,6 +12,7 @@ type Listener = (event: JobEvent) => void;
 export class JobEvents {
   private readonly listeners = new Map<string, Set<Listener>>();
   private readonly anyListeners: Listener[] = [];
+  private waiters = 0;
 
   constructor(
     private readonly subscriber: RedisClient,
@@ -54,19 +55,32 @@ export class JobEvents {
     };
   }
 
-  /** Resolves true when the job reaches a final status within `ms`, false otherwise. */
+  /** Waits begun with {@link waitForFinal} and not yet over. */
+  get waiting(): number {
+    return this.waiters;
+  }
+
+  /**
+   * Resolves true when the job reaches a final status within `ms`, false otherwise or once
+   * cancelled (which frees its subscription and timer at once).
+   */
   waitForFinal(jobId: string, ms: number): { done: Promise<boolean>; cancel: () => void } {
     let cancel = () => {};
+    this.waiters++;
     const done = new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => finish(false), ms);
       const unsubscribe = this.subscribe(jobId, (event) => {
         if (isFinalJobStatus(event.status)) finish(true);
       });
-      function finish(final: boolean) {
+      let finished = false;
+      const finish = (final: boolean) => {
+        if (finished) return;
+        finished = true;
+        this.waiters--;
         clearTimeout(timer);
         unsubscribe();
         resolve(final);
-      }
+      };
       cancel = () => finish(false);
     });
     return { done, cancel };

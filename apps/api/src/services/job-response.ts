@@ -32,14 +32,22 @@ export async function respondWithJob(c: Context<AppEnv>, job: JobRow) {
   let row = job;
   if (waitSeconds > 0 && !isFinalJobStatus(row.status)) {
     const waiter = deps.jobEvents.waitForFinal(job.id, waitSeconds * 1000);
-    // The job may have finished before the subscription: look once after subscribing.
-    const [now] = await deps.db.select().from(jobs).where(eq(jobs.id, job.id));
-    if (now && isFinalJobStatus(now.status)) waiter.cancel();
-    else if (await waiter.done) {
-      const [done] = await deps.db.select().from(jobs).where(eq(jobs.id, job.id));
-      if (done) row = done;
+    // A client that hangs up is waited for no longer (the job runs on all the same).
+    const signal = c.req.raw.signal;
+    const hangUp = () => waiter.cancel();
+    signal.addEventListener('abort', hangUp, { once: true });
+    try {
+      // The job may have finished before the subscription: look once after subscribing.
+      const [now] = await deps.db.select().from(jobs).where(eq(jobs.id, job.id));
+      if (signal.aborted || (now && isFinalJobStatus(now.status))) waiter.cancel();
+      else if (await waiter.done) {
+        const [done] = await deps.db.select().from(jobs).where(eq(jobs.id, job.id));
+        if (done) row = done;
+      }
+      if (now && isFinalJobStatus(now.status)) row = now;
+    } finally {
+      signal.removeEventListener('abort', hangUp);
     }
-    if (now && isFinalJobStatus(now.status)) row = now;
   }
   if (waitSeconds > 0 && isFinalJobStatus(row.status)) {
     c.header('Preference-Applied', `wait=${waitSeconds}`);

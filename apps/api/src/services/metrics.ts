@@ -2,6 +2,7 @@ import { reconcile } from '@cs/ledger';
 import { createMiddleware } from 'hono/factory';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { AppDeps, AppEnv } from '../context.ts';
+import type { EventStreamSlots } from './event-stream-slots.ts';
 import type { JobEvents } from './job-events.ts';
 
 /** How often the background reconciliation of every seller runs: it reads the whole ledger. */
@@ -51,8 +52,25 @@ export class Metrics {
   constructor(
     private readonly deps: Pick<AppDeps, 'db' | 'queues' | 'logger'> & { ledgerKey: string },
     jobEvents: JobEvents,
+    eventStreams: EventStreamSlots,
   ) {
     collectDefaultMetrics({ register: this.registry });
+    new Gauge({
+      name: 'job_waiters',
+      help: 'Requests of this process waiting for a job to finish (Prefer: wait, the operator pages)',
+      registers: [this.registry],
+      collect() {
+        this.set(jobEvents.waiting);
+      },
+    });
+    new Gauge({
+      name: 'event_streams_open',
+      help: 'Job event streams open on this process',
+      registers: [this.registry],
+      collect() {
+        this.set(eventStreams.open);
+      },
+    });
     jobEvents.onAny((event) => {
       if (event.status !== 'succeeded' && event.status !== 'rejected' && event.status !== 'failed') return;
       const type = event.type ?? 'unknown';

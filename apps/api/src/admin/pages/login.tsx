@@ -73,24 +73,48 @@ export async function signIn(c: AdminContext) {
   }
   const token = form.one('token')?.trim();
   const email = form.one('email')?.trim().slice(0, 320);
-  const attempt = token
-    ? await signInWithToken(c, token)
-    : await signInWithPassword(c, email ?? '', form.one('password') ?? '');
-  if ('refused' in attempt) {
-    await recordAudit(c.var.deps.db, {
-      actor: { type: 'operator', id: attempt.operatorId, email: token ? null : email || null },
-      action: 'session.sign_in_failed',
-      targetType: 'operator',
-      targetId: attempt.operatorId ?? 'unknown',
-      ip: clientAddress(c),
-      details: { method: token ? 'token' : 'password' },
+  const password = form.one('password') ?? '';
+  // A token or a password tried counts against the address when it signs no one in.
+  const tried = token || password ? 'credentials' : undefined;
+  let refusedOperator: string | null = null;
+  const caller = await c.var.deps.authFailures
+    .guard(c, tried, async () => {
+      const attempt = token ? await signInWithToken(c, token) : await signInWithPassword(c, email ?? '', password);
+      if ('refused' in attempt) {
+        refusedOperator = attempt.operatorId;
+        return null;
+      }
+      return attempt.caller;
+    })
+    .catch(async (error: unknown) => {
+      // Past the limit: the refusal that crossed it is audited like the others, then answered 429.
+      await auditFailedSignIn(c, refusedOperator, token ? null : email || null, token ? 'token' : 'password');
+      throw error;
     });
-    c.var.logger.warn({ ip: clientAddress(c), method: token ? 'token' : 'password' }, 'operator sign-in refused');
+  if (!caller) {
+    await auditFailedSignIn(c, refusedOperator, token ? null : email || null, token ? 'token' : 'password');
     return renderLogin(c, 401, next, 'Those credentials do not sign anyone in.');
   }
-  await startSession(c, attempt.caller);
-  c.var.logger.info({ operator: attempt.caller.operator.name }, 'operator signed in');
+  await startSession(c, caller);
+  c.var.logger.info({ operator: caller.operator.name }, 'operator signed in');
   return c.redirect(next, 303);
+}
+
+async function auditFailedSignIn(
+  c: AdminContext,
+  operatorId: string | null,
+  email: string | null,
+  method: 'token' | 'password',
+): Promise<void> {
+  await recordAudit(c.var.deps.db, {
+    actor: { type: 'operator', id: operatorId, email },
+    action: 'session.sign_in_failed',
+    targetType: 'operator',
+    targetId: operatorId ?? 'unknown',
+    ip: clientAddress(c),
+    details: { method },
+  });
+  c.var.logger.warn({ ip: clientAddress(c), method }, 'operator sign-in refused');
 }
 
 type Attempt = { caller: OperatorCaller } | { refused: true; operatorId: string | null };
