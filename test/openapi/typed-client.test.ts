@@ -100,6 +100,7 @@ describe('a client generated from /openapi.json', () => {
       'GET /api/sellers/{id}/balance': 'getSellerBalance',
       'GET /api/sellers/{id}/transactions': 'listSellerTransactions',
       'GET /api/sellers/{id}/reconcile': 'reconcileSeller',
+      'POST /api/sellers/{id}/api-key': 'rotateSellerApiKey',
       'POST /api/credit-requests': 'createCreditRequest',
       'GET /api/credit-requests': 'listCreditRequests',
       'POST /api/credit-requests/{id}/process': 'processCreditRequest',
@@ -110,6 +111,12 @@ describe('a client generated from /openapi.json', () => {
       'GET /api/phone-numbers': 'listPhoneNumbers',
       'GET /api/phone-numbers/{number}': 'getPhoneNumber',
       'GET /api/overview': 'getOverview',
+      'POST /api/operators': 'createOperator',
+      'GET /api/operators': 'listOperators',
+      'PATCH /api/operators/{id}': 'updateOperator',
+      'POST /api/operators/{id}/token': 'rotateOperatorToken',
+      'POST /api/operators/{id}/sessions/revoke': 'revokeOperatorSessions',
+      'GET /api/audit': 'listAuditEvents',
     });
     for (const { route, op } of operations()) {
       const statuses = Object.keys(op.responses);

@@ -117,7 +117,7 @@ const rotateOperatorToken = createRoute({
   request: { params: pathId },
   responses: {
     201: json(z.object({ token: z.string() }).openapi('NewOperatorToken'), 'The new token, shown only here'),
-    ...errorResponses(403, 404),
+    ...errorResponses(...withBody, 403, 404),
   },
 });
 
@@ -129,7 +129,10 @@ const revokeSessions = createRoute({
   summary: "End every session of the operator's on the pages (admin, or the operator itself)",
   security: bearer,
   request: { params: pathId },
-  responses: { 204: { description: 'Every session of the operator has ended' }, ...errorResponses(403, 404) },
+  responses: {
+    204: { description: 'Every session of the operator has ended' },
+    ...errorResponses(...withBody, 403, 404),
+  },
 });
 
 /** The operator named in the path, for an admin or for the operator itself: 404, then 403. */

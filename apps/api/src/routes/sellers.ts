@@ -118,7 +118,7 @@ const rotateSellerKey = createRoute({
   request: { params: pathId },
   responses: {
     201: json(z.object({ api_key: z.string() }).openapi('NewApiKey'), 'The new key, shown only in this answer'),
-    ...errorResponses(403, 404),
+    ...errorResponses(...withBody, 403, 404),
   },
 });
 
