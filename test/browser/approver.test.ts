@@ -29,7 +29,7 @@ describe.skipIf(!hasChromium)('a named approver, in a real browser', () => {
   });
 
   it('signs in with email and password, approves a request; the admin sees it on the Audit page', async () => {
-    const seller = await createSeller(client, 'Approver corner shop');
+    const seller = await createSeller(client, 'Approved top-ups kiosk');
     const pending = await client.post('/api/credit-requests', {
       token: seller.apiKey,
       body: { seller: seller.id, amount: 3_200_000 },

@@ -60,7 +60,7 @@ describe.skipIf(!hasChromium)('the operator, in a real browser', () => {
 
     await page.screenshot({ path: join(artifacts, 'operator.png'), fullPage: true });
 
-    await page.getByRole('link', { name: 'Corner shop' }).click();
+    await page.getByRole('link', { name: 'Corner shop', exact: true }).click();
     expect(await page.locator('tr[data-type="credit_increase"]').textContent()).toContain('2,500,000');
     await page.screenshot({ path: join(artifacts, 'seller.png'), fullPage: true });
     await page.close();

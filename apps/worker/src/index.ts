@@ -31,7 +31,10 @@ await requireLeastPrivilege(db.$client, {
   url: config.DATABASE_URL,
 });
 await requireSamePartitionCount(db, config.PARTITIONS, 'worker');
-const redis = createRedis(redisTargetOf(config), { autoPipeline: true });
+// Not auto-pipelined: BullMQ's workers mix commands of their own with explicit pipelines, which
+// leave at once and may overtake commands held for the end of the turn; with it, a seller's
+// sequential sales were once applied out of order (test/concurrency/serial-per-seller.test.ts).
+const redis = createRedis(redisTargetOf(config));
 redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
 const shutdown = new AbortController();
 

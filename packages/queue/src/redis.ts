@@ -22,7 +22,9 @@ export interface ConnectionOptions {
    * Commands issued in one turn of the event loop leave in one write (ioredis' auto-pipelining;
    * on a cluster, one per node), in the order issued. Where many independent commands go out at
    * once, a batch's messages to every partition, each write would otherwise be a system call and a
-   * wake-up of Redis of its own. A connection that blocks (BZPOPMIN) must not have it.
+   * wake-up of Redis of its own. Only for connections whose commands are independent of each other
+   * (the API's): an explicit pipeline leaves at once and may overtake auto-pipelined commands issued
+   * before it in the same turn, which a BullMQ worker's sequence of commands cannot bear.
    */
   autoPipeline?: boolean;
 }
