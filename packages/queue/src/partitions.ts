@@ -16,12 +16,21 @@ export function partitionOf(sellerId: string, partitions: number): number {
  * queue lands in one slot, as BullMQ's Lua scripts require, while partitions spread over slots.
  */
 export function partitionQueueName(partition: number): string {
-  return `partition-{p${String(partition).padStart(3, '0')}}`;
+  return `partition-${partitionHashTag(partition)}`;
+}
+
+/**
+ * A partition's Redis Cluster hash tag. Every key that concerns one partition carries it, so all
+ * of them live on the master that serves its queue: when a master fails over, only its own
+ * partitions wait, whatever else a request touches.
+ */
+export function partitionHashTag(partition: number): string {
+  return `{p${String(partition).padStart(3, '0')}}`;
 }
 
 /** The key a worker process holds while it alone consumes a partition. */
 export function partitionLeaseKey(prefix: string, partition: number): string {
-  return `${prefix}:lease:{p${String(partition).padStart(3, '0')}}`;
+  return `${prefix}:lease:${partitionHashTag(partition)}`;
 }
 
 /** The Pub/Sub channel on which workers announce job status changes to API processes. */

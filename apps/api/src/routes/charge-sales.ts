@@ -69,7 +69,9 @@ export function registerChargeSaleRoutes(app: OpenAPIHono<AppEnv>) {
     requireSellerAction(c.var.caller, seller.id);
     if (!seller.isActive) throw refused(refuse.sellerInactive());
     // Counted before anything is recorded: a sale past the limit leaves no trace.
-    if (caller.role === 'seller') await c.var.deps.saleRate.take(seller.id, c.var.logger);
+    if (caller.role === 'seller') {
+      await c.var.deps.saleRate.take(seller.id, c.var.deps.queues.partitionOf(seller.id), c.var.logger);
+    }
 
     const request = { seller_id: seller.id, phone_number: body.phone_number, amount: body.amount.toString() };
     const { job } = await submitJob(c.var.deps, {

@@ -1,4 +1,4 @@
-import type { RedisClient } from '@cs/queue';
+import { partitionHashTag, type RedisClient } from '@cs/queue';
 import type { Logger } from 'pino';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { ApiError, rateLimited } from '../errors.ts';
@@ -6,7 +6,8 @@ import { ApiError, rateLimited } from '../errors.ts';
 /**
  * Sales per second per seller, for sales a seller submits with its own key, counted across every
  * API process in Redis (one atomic script per sale, on the seller's own key, so it works the same
- * on a Redis Cluster). The window is fixed: a second from the seller's first sale in it, so a
+ * on a Redis Cluster; the key carries the hash tag of the seller's partition, so it lives on the
+ * master of that partition's queue, and a failover elsewhere never holds the seller's sales up). The window is fixed: a second from the seller's first sale in it, so a
  * seller may get up to twice the limit across the edge of two windows.
  *
  * A sale it cannot count (Redis unreachable) is refused with 503, as the queue would refuse it:
@@ -33,9 +34,10 @@ export class SaleRate {
   }
 
   /** Counts one sale of the seller: 429 past the limit, 503 when it cannot be counted. */
-  async take(sellerId: string, logger: Logger): Promise<void> {
+  async take(sellerId: string, partition: number, logger: Logger): Promise<void> {
     if (!this.limiter) return;
-    const counted = await this.limiter.consume(sellerId).catch((refused: unknown) => refused);
+    const key = `${partitionHashTag(partition)}:${sellerId}`;
+    const counted = await this.limiter.consume(key).catch((refused: unknown) => refused);
     if (counted instanceof RateLimiterRes) {
       if (counted.consumedPoints <= this.perSecond) return;
       throw rateLimited(
