@@ -3,9 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isolatedDatabase, testSql } from '../support/db.ts';
 import { createSeller, fundSeller, type TestSeller, waitForJob } from '../support/factories.ts';
 import { Client } from '../support/http.ts';
+import { BROWSER } from '../support/pages.ts';
 import { ADMIN_TOKEN, System } from '../support/system.ts';
 
-const BROWSER = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
 const MINUTE = 60_000;
 
 interface Overview {

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testSql } from '../support/db.ts';
 import { balanceOf, createSeller, type TestSeller } from '../support/factories.ts';
 import { Client } from '../support/http.ts';
+import { BROWSER, CookieJar, hiddenValue } from '../support/pages.ts';
 import { ADMIN_TOKEN, System } from '../support/system.ts';
 
 /**
@@ -13,35 +14,7 @@ import { ADMIN_TOKEN, System } from '../support/system.ts';
  * may do is its role's: a viewer reads the pages, an approver also approves.
  */
 
-const BROWSER = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
 const SESSION_COOKIE = 'cs_admin_session';
-
-/** The cookies a browser would keep and send back, from Set-Cookie headers. */
-class CookieJar {
-  private readonly cookies = new Map<string, string>();
-
-  keep(res: Response): void {
-    for (const line of res.headers.getSetCookie()) {
-      const [pair = ''] = line.split(';');
-      const eq = pair.indexOf('=');
-      const name = pair.slice(0, eq).trim();
-      const value = pair.slice(eq + 1).trim();
-      if (/max-age=0/i.test(line) || value === '') this.cookies.delete(name);
-      else this.cookies.set(name, value);
-    }
-  }
-
-  has(name: string): boolean {
-    return this.cookies.has(name);
-  }
-
-  get header(): string {
-    return [...this.cookies].map(([name, value]) => `${name}=${value}`).join('; ');
-  }
-}
-
-const hiddenValue = (html: string, name: string) =>
-  new RegExp(`name="${name}" value="([^"]*)"`).exec(html)?.[1] ?? expect.fail(`no ${name} field in the page`);
 
 interface Operator {
   id: string;

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { testSql } from '../support/db.ts';
 import { createSeller, type TestSeller, waitForJob } from '../support/factories.ts';
 import { Client } from '../support/http.ts';
+import { BROWSER, CookieJar, hiddenValue } from '../support/pages.ts';
 import { ADMIN_TOKEN, System } from '../support/system.ts';
 
 /**
@@ -17,7 +18,6 @@ import { ADMIN_TOKEN, System } from '../support/system.ts';
 /** Credit requests above this need two different operators in this file's system. */
 const SECOND_APPROVAL_ABOVE = 1_000_000;
 const LOOPBACK = /^(?:::ffff:)?127\.0\.0\.1$/;
-const BROWSER = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
 
 type Role = 'admin' | 'approver' | 'viewer';
 interface Operator {
@@ -40,29 +40,6 @@ interface AuditEvent {
 
 const BOOTSTRAP_ACTOR = { type: 'bootstrap', id: null, email: null } as const;
 const operatorActor = (op: Operator) => ({ type: 'operator', id: op.id, email: op.email });
-
-/** The cookies a browser would keep and send back, from Set-Cookie headers. */
-class CookieJar {
-  private readonly cookies = new Map<string, string>();
-
-  keep(res: Response): void {
-    for (const line of res.headers.getSetCookie()) {
-      const [pair = ''] = line.split(';');
-      const eq = pair.indexOf('=');
-      const name = pair.slice(0, eq).trim();
-      const value = pair.slice(eq + 1).trim();
-      if (/max-age=0/i.test(line) || value === '') this.cookies.delete(name);
-      else this.cookies.set(name, value);
-    }
-  }
-
-  get header(): string {
-    return [...this.cookies].map(([name, value]) => `${name}=${value}`).join('; ');
-  }
-}
-
-const hiddenValue = (html: string, name: string) =>
-  new RegExp(`name="${name}" value="([^"]*)"`).exec(html)?.[1] ?? expect.fail(`no ${name} field in the page`);
 
 describe('the audit trail', () => {
   let system: System;
