@@ -3,6 +3,19 @@ import { z } from 'zod';
 import { isPlaceholderSecret } from './placeholders.ts';
 import { parseClusterNodes } from './redis-cluster.ts';
 
+/** A span of time: milliseconds, or a number with `ms`, `s`, `m`, `h` or `d` (`24h`). */
+function duration(name: string) {
+  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3600_000, d: 86_400_000 };
+  return z.string().transform((value, ctx) => {
+    const match = /^(\d{1,12})(ms|s|m|h|d)?$/.exec(value.trim());
+    if (!match) {
+      ctx.addIssue({ code: 'custom', message: `${name} must be milliseconds, or a number with ms, s, m, h or d` });
+      return z.NEVER;
+    }
+    return Number(match[1]) * (units[match[2] ?? 'ms'] as number);
+  });
+}
+
 /**
  * The whole configuration of every process, read from the environment once and validated here.
  * No other code of the API or the workers reads `process.env` (the scripts, the bench and the
@@ -96,6 +109,47 @@ const schema = z.object({
   /** BullMQ job lock; a job held by a dead worker is redelivered after at most lock + stall interval. */
   JOB_LOCK_MS: z.coerce.number().int().min(1000).max(300000).default(4000),
   STALLED_INTERVAL_MS: z.coerce.number().int().min(500).max(300000).default(2000),
+  /** Who delivers top-ups: the in-process simulator (API.md's table), or a JSON provider over HTTP. */
+  PROVIDER: z.enum(['simulator', 'http']).default('simulator'),
+  PROVIDER_URL: z.string().url().optional(),
+  PROVIDER_API_KEY: z.string().min(1).optional(),
+  /** How long one call to the provider may take; past it the answer is unclear, never a failure. */
+  PROVIDER_TIMEOUT_MS: z.coerce.number().int().min(50).max(120_000).default(5000),
+  /** Provider calls in flight at once in one worker process. */
+  DELIVERY_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(64),
+  /** The first wait before asking the provider again about an unclear top-up; it doubles each time. */
+  DELIVERY_RETRY_FIRST_MS: z.coerce.number().int().min(10).max(600_000).default(1000),
+  /** The longest wait between two questions to the provider. */
+  DELIVERY_RETRY_MAX_MS: z.coerce.number().int().min(10).max(3_600_000).default(60_000),
+  /** After this long without a definite answer, a sale waits for an operator (it is still asked). */
+  DELIVERY_GIVE_UP_AFTER: duration('DELIVERY_GIVE_UP_AFTER').default(24 * 3600_000),
+  /**
+   * How long a worker holds a delivery it is asking the provider about; past it, another worker
+   * takes it over (a dead worker's deliveries move on after this).
+   */
+  DELIVERY_LEASE_MS: z.coerce.number().int().min(200).max(3_600_000).default(30_000),
+  /** How often each worker looks for deliveries due (its own are handed over at once). */
+  DELIVERY_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(500),
+  /** Allows webhook URLs on loopback and private addresses, and plain http (tests, closed networks). */
+  WEBHOOK_ALLOW_PRIVATE: z
+    .enum(['0', '1', 'true', 'false'])
+    .default('0')
+    .transform((value) => value === '1' || value === 'true'),
+  /** A receiver that has not answered within this is retried. */
+  WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(50).max(60_000).default(10_000),
+  /** Waits between attempts, in milliseconds, the last one repeated: the first within 5 s, the second within 30 s. */
+  WEBHOOK_RETRY_DELAYS_MS: z
+    .string()
+    .regex(/^\d+(,\d+)*$/, 'WEBHOOK_RETRY_DELAYS_MS must be a comma-separated list of milliseconds')
+    .default('2000,25000,120000,600000,1800000,3600000,7200000,14400000')
+    .transform((value) => value.split(',').map(Number)),
+  /** How long a delivery is retried before it is `failed` (an admin may send it again). */
+  WEBHOOK_RETRY_FOR: duration('WEBHOOK_RETRY_FOR').default(24 * 3600_000),
+  /** Webhook posts in flight at once in one worker process; one receiver holds at most WEBHOOK_PER_RECEIVER of them. */
+  WEBHOOK_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(32),
+  WEBHOOK_PER_RECEIVER: z.coerce.number().int().min(1).max(100).default(2),
+  /** How often each worker looks for webhook deliveries due. */
+  WEBHOOK_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(500),
   WORKER_HEALTH_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(100).max(600000).default(10000),
 });
@@ -141,6 +195,8 @@ export function loadConfig({
   }
   const config = parsed.data;
   const production = config.NODE_ENV === 'production';
+  if (config.PROVIDER === 'http' && !config.PROVIDER_URL)
+    return fail('config: PROVIDER_URL is required when PROVIDER=http');
 
   let adminToken = config.ADMIN_TOKEN ?? '';
   if (needsAdminToken) {

@@ -16,12 +16,45 @@ const TABLE_PRIVILEGES: Record<string, { update: string[] }> = {
   operators: { update: ['role', 'is_active', 'token_hash'] },
   operator_sessions: { update: ['last_seen_at', 'ended_at'] },
   audit_events: { update: [] },
+  deliveries: {
+    update: [
+      'status',
+      'watching',
+      'attempts',
+      'next_attempt_at',
+      'claimed_until',
+      'provider_reference',
+      'provider_reason',
+      'last_error',
+      'delivered_at',
+      'gave_up_at',
+      'resolution',
+      'resolved_by',
+      'resolved_at',
+      'refund_transaction_id',
+      'conflict_at',
+      'updated_at',
+    ],
+  },
+  webhook_endpoints: { update: ['url', 'secret', 'is_active', 'updated_at'] },
+  webhook_deliveries: {
+    update: [
+      'status',
+      'attempts',
+      'last_status_code',
+      'last_error',
+      'next_attempt_at',
+      'claimed_until',
+      'delivered_at',
+    ],
+  },
+  webhook_attempts: { update: [] },
 };
 /**
  * Sequences the processes draw from: ledger ids are taken before the rows are sealed; audit rows
  * take theirs as they are inserted.
  */
-const SEQUENCES = ['transactions_id_seq', 'audit_events_id_seq'];
+const SEQUENCES = ['transactions_id_seq', 'audit_events_id_seq', 'webhook_attempts_id_seq'];
 
 const ident = (name: string) => `"${name.replaceAll('"', '""')}"`;
 const literal = (value: string) => `'${value.replaceAll("'", "''")}'`;

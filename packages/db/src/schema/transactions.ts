@@ -1,5 +1,15 @@
 import { sql } from 'drizzle-orm';
-import { bigint, check, index, pgTable, text, timestamp, uniqueIndex, uuid } from 'drizzle-orm/pg-core';
+import {
+  type AnyPgColumn,
+  bigint,
+  check,
+  index,
+  pgTable,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from 'drizzle-orm/pg-core';
 import { creditRequests } from './credit-requests.ts';
 import { jobs } from './jobs.ts';
 import { sellers } from './sellers.ts';
@@ -17,14 +27,18 @@ export const transactions = pgTable(
       .notNull()
       .references(() => sellers.id),
     type: text('type', { enum: transactionTypes }).notNull(),
-    /** Signed: a sale is negative, a credit increase positive. */
+    /** Signed: a sale is negative, a credit increase and a refund positive. */
     amount: bigint('amount', { mode: 'bigint' }).notNull(),
     balanceAfter: bigint('balance_after', { mode: 'bigint' }).notNull(),
-    /** The job that wrote the row; unique, so a redelivered job cannot write twice. */
+    /**
+     * The job that wrote the row. A job writes one row (unique, below), so a redelivered job
+     * cannot write twice; a refund is written by the sale's own job, once (`refundOf`).
+     */
     jobId: uuid('job_id')
       .notNull()
-      .unique('transactions_job_unique')
       .references(() => jobs.id),
+    /** A refund: the `charge_sale` row it gives back. Unique, so no sale is ever refunded twice. */
+    refundOf: bigint('refund_of', { mode: 'bigint' }).references((): AnyPgColumn => transactions.id),
     /** Unique where set (see below), so one credit request can never be credited twice. */
     creditRequestId: uuid('credit_request_id').references(() => creditRequests.id),
     phoneNumber: text('phone_number'),
@@ -41,12 +55,16 @@ export const transactions = pgTable(
     check('transactions_type_valid', sql`${t.type} in (${sqlList(transactionTypes)})`),
     check(
       'transactions_amount_sign',
-      sql`(${t.type} = 'charge_sale' and ${t.amount} < 0 and ${t.phoneNumber} is not null and ${t.creditRequestId} is null)
-       or (${t.type} = 'credit_increase' and ${t.amount} > 0 and ${t.creditRequestId} is not null and ${t.phoneNumber} is null)`,
+      sql`(${t.type} = 'charge_sale' and ${t.amount} < 0 and ${t.phoneNumber} is not null and ${t.creditRequestId} is null and ${t.refundOf} is null)
+       or (${t.type} = 'credit_increase' and ${t.amount} > 0 and ${t.creditRequestId} is not null and ${t.phoneNumber} is null and ${t.refundOf} is null)
+       or (${t.type} = 'charge_refund' and ${t.amount} > 0 and ${t.phoneNumber} is not null and ${t.creditRequestId} is null and ${t.refundOf} is not null)`,
     ),
     check('transactions_balance_after_non_negative', sql`${t.balanceAfter} >= 0`),
     // NOT VALID in the migration: rows written before the chain existed carry none.
     check('transactions_hmac_present', sql`${t.hmac} is not null and ${t.hmac} ~ '^[0-9a-f]{64}$'`),
+    // One row per job, its refund aside (which `refund_of` keeps to one per sale).
+    uniqueIndex('transactions_job_unique').on(t.jobId).where(sql`${t.type} <> 'charge_refund'`),
+    uniqueIndex('transactions_refund_of_unique').on(t.refundOf).where(sql`${t.refundOf} is not null`),
     // Partial: a sale has no credit request, and an index entry per sale would only cost writes.
     uniqueIndex('transactions_credit_request_unique')
       .on(t.creditRequestId)

@@ -12,7 +12,13 @@ export type JobType = (typeof jobTypes)[number];
 export const openJobStatuses = ['queued', 'processing'] as const;
 /** A job in one of these has taken its one effect (or none, for good): nothing more happens to it. */
 export const finalJobStatuses = ['succeeded', 'rejected', 'failed'] as const;
-export const jobStatuses = [...openJobStatuses, ...finalJobStatuses] as const;
+/**
+ * A sale that is debited (its `charge_sale` row is written) and whose top-up the provider has not yet
+ * delivered or refused for certain. Neither open (the partition has applied it, and must never
+ * apply it again) nor final (it still ends `succeeded` or, refunded, `rejected`).
+ */
+export const deliveringJobStatus = 'delivering' as const;
+export const jobStatuses = [...openJobStatuses, deliveringJobStatus, ...finalJobStatuses] as const;
 export type JobStatus = (typeof jobStatuses)[number];
 export type FinalJobStatus = (typeof finalJobStatuses)[number];
 export const isFinalJobStatus = (status: string): status is FinalJobStatus =>
@@ -55,8 +61,32 @@ export const auditActions = [
 ] as const;
 export type AuditAction = (typeof auditActions)[number];
 
-export const transactionTypes = ['charge_sale', 'credit_increase'] as const;
+export const transactionTypes = ['charge_sale', 'credit_increase', 'charge_refund'] as const;
 export type TransactionType = (typeof transactionTypes)[number];
+
+/**
+ * Where a sale's top-up stands. `pending`: the provider is being asked. `unresolved`: it has not
+ * known for DELIVERY_GIVE_UP_AFTER, and an operator decides (it is still asked). `refund_due`: it
+ * failed for certain (or an operator chose refund), and the refund waits for the seller's partition.
+ * `delivered` and `refunded` are final; `conflict`: the provider's late answer contradicts what an
+ * operator chose (a delivery refunded, or a refund for a delivered top-up).
+ */
+export const deliveryStatuses = ['pending', 'unresolved', 'refund_due', 'delivered', 'refunded', 'conflict'] as const;
+export type DeliveryStatus = (typeof deliveryStatuses)[number];
+/** What an operator may decide for an unresolved delivery. */
+export const deliveryResolutions = ['delivered', 'refund'] as const;
+export type DeliveryResolution = (typeof deliveryResolutions)[number];
+
+/** The events a seller's webhook receives. */
+export const webhookEventTypes = [
+  'charge_sale.succeeded',
+  'charge_sale.rejected',
+  'credit_request.approved',
+  'credit_request.rejected',
+] as const;
+export type WebhookEventType = (typeof webhookEventTypes)[number];
+export const webhookDeliveryStatuses = ['pending', 'delivered', 'failed'] as const;
+export type WebhookDeliveryStatus = (typeof webhookDeliveryStatuses)[number];
 
 /** A phone number as stored: an Iranian mobile, `09` and nine more digits. */
 export const normalisedPhonePattern = '^09[0-9]{9}$';

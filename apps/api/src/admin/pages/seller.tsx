@@ -14,7 +14,7 @@ import { setFlash } from '../flash.ts';
 import { safeNext } from '../session.ts';
 import { ActiveToggle, Card, Pager, ReconcileState, renderPage, rials, when } from '../views.tsx';
 
-const ledgerTypeLabel = { charge_sale: 'Charge sale', credit_increase: 'Credit increase' } as const;
+const ledgerTypeLabel = { charge_sale: 'Charge sale', credit_increase: 'Credit increase', charge_refund: 'Refund' } as const;
 const rowsLabel = (n: number) => `${rials(n)} ${n === 1 ? 'row' : 'rows'}`;
 
 const findSeller = (c: AdminContext) => findAccessibleSeller(c.var.deps.db, c.var.caller, c.req.param('id') ?? '');

@@ -1,0 +1,72 @@
+import { sql } from 'drizzle-orm';
+import { bigint, boolean, check, index, integer, pgTable, smallint, text, timestamp, uuid } from 'drizzle-orm/pg-core';
+import { jobs } from './jobs.ts';
+import { sellers } from './sellers.ts';
+import { transactions } from './transactions.ts';
+import { deliveryResolutions, deliveryStatuses, sqlList } from './vocabulary.ts';
+
+/**
+ * A debited sale's top-up, from the debit to its end: written by the partition's batch with the
+ * `charge_sale` row, then moved on by the delivery stage (the provider's answers), by an operator
+ * (an unresolved one) and by the partition again (the refund). Its id is the sale's job id, which
+ * is also the reference the provider is sent on every attempt: one top-up per sale, whoever asks.
+ */
+export const deliveries = pgTable(
+  'deliveries',
+  {
+    jobId: uuid('job_id')
+      .primaryKey()
+      .references(() => jobs.id),
+    sellerId: uuid('seller_id')
+      .notNull()
+      .references(() => sellers.id),
+    partition: smallint('partition').notNull(),
+    /** The debit this top-up was paid with. */
+    saleTransactionId: bigint('sale_transaction_id', { mode: 'bigint' })
+      .notNull()
+      .references(() => transactions.id),
+    phoneNumber: text('phone_number').notNull(),
+    amount: bigint('amount', { mode: 'bigint' }).notNull(),
+    /** The provider that was asked (PROVIDER), as it was when the sale was debited. */
+    provider: text('provider').notNull(),
+    status: text('status', { enum: deliveryStatuses }).notNull().default('pending'),
+    /** True while the provider is still asked about the reference (a definite answer ends it). */
+    watching: boolean('watching').notNull().default(true),
+    /** Calls made to the provider, sends and status queries together. */
+    attempts: integer('attempts').notNull().default(0),
+    /** When the provider is next asked. */
+    nextAttemptAt: timestamp('next_attempt_at', { withTimezone: true }).notNull().defaultNow(),
+    /** A stage is asking the provider until then; past it, any stage may take the delivery over. */
+    claimedUntil: timestamp('claimed_until', { withTimezone: true }),
+    providerReference: text('provider_reference'),
+    providerReason: text('provider_reason'),
+    lastError: text('last_error'),
+    debitedAt: timestamp('debited_at', { withTimezone: true }).notNull().defaultNow(),
+    deliveredAt: timestamp('delivered_at', { withTimezone: true }),
+    gaveUpAt: timestamp('gave_up_at', { withTimezone: true }),
+    /** An operator's decision on an unresolved delivery, who made it and when. */
+    resolution: text('resolution', { enum: deliveryResolutions }),
+    resolvedBy: text('resolved_by'),
+    resolvedAt: timestamp('resolved_at', { withTimezone: true }),
+    refundTransactionId: bigint('refund_transaction_id', { mode: 'bigint' }).references(() => transactions.id),
+    /** When the provider's answer contradicted the operator's resolution. */
+    conflictAt: timestamp('conflict_at', { withTimezone: true }),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [
+    check('deliveries_status_valid', sql`${t.status} in (${sqlList(deliveryStatuses)})`),
+    check(
+      'deliveries_resolution_valid',
+      sql`${t.resolution} is null or ${t.resolution} in (${sqlList(deliveryResolutions)})`,
+    ),
+    check('deliveries_amount_positive', sql`${t.amount} > 0`),
+    check('deliveries_refunded_has_refund', sql`${t.status} <> 'refunded' or ${t.refundTransactionId} is not null`),
+    check(
+      'deliveries_resolved_recorded',
+      sql`(${t.resolution} is null) = (${t.resolvedBy} is null and ${t.resolvedAt} is null)`,
+    ),
+    // What the stage looks for: deliveries still asked about, by when they are due.
+    index('deliveries_due_idx').on(t.nextAttemptAt).where(sql`${t.watching}`),
+    index('deliveries_status_idx').on(t.status, t.jobId.desc()),
+  ],
+);
