@@ -77,6 +77,7 @@ export async function sellInOneTransaction(sql: Sql, sale: DirectSale, ledgerKey
         phoneNumber: sale.phoneNumber,
         description,
         createdAtMicros: (BigInt(createdAt.getTime()) * 1000n).toString(),
+        refundOf: null,
       },
       seller.ledger_head ?? CHAIN_START,
     );

@@ -20,6 +20,7 @@ interface LedgerRow {
   phone_number: string | null;
   description: string | null;
   created_us: string;
+  refund_of: string | null;
   hmac: string | null;
 }
 
@@ -34,6 +35,7 @@ const chained = (row: LedgerRow): ChainedRow => ({
   phoneNumber: row.phone_number,
   description: row.description,
   createdAtMicros: row.created_us,
+  refundOf: row.refund_of,
 });
 
 const randomPhone = () => `0912${String(randomInt(0, 10_000_000)).padStart(7, '0')}`;
@@ -62,7 +64,7 @@ describe('a rewritten history is detected', () => {
   const ledgerOf = (sellerId: string) =>
     sql<LedgerRow[]>`
       select id::text, seller_id::text, type, amount, balance_after, job_id::text, credit_request_id::text,
-             phone_number, description, (extract(epoch from created_at) * 1000000)::bigint::text as created_us, hmac
+             phone_number, description, (extract(epoch from created_at) * 1000000)::bigint::text as created_us, refund_of::text, hmac
       from transactions where seller_id = ${sellerId} order by transactions.id`;
 
   const headOf = async (sellerId: string) => {

@@ -16,6 +16,7 @@ const rows: ChainedRow[] = [
     phoneNumber: null,
     description: 'Credit request approved by admin',
     createdAtMicros: '1718000000000000',
+    refundOf: null,
   },
   {
     id: '5',
@@ -28,6 +29,7 @@ const rows: ChainedRow[] = [
     phoneNumber: '09121234567',
     description: 'Charge of 4000 rials to 09121234567',
     createdAtMicros: '1718000000000001',
+    refundOf: null,
   },
   {
     id: '9',
@@ -40,6 +42,7 @@ const rows: ChainedRow[] = [
     phoneNumber: '09127654321',
     description: 'Charge of 1000 rials to 09127654321',
     createdAtMicros: '1718000000000002',
+    refundOf: null,
   },
 ];
 
@@ -116,6 +119,7 @@ describe('ChainVerifier', () => {
         'id',
         'jobId',
         'phoneNumber',
+        'refundOf',
         'sellerId',
         'type',
       ].sort(),

@@ -32,6 +32,7 @@ const baseJob = (id: string, seller: string): Omit<JobRow, 'type'> => ({
   status: 'queued',
   result: null,
   error: null,
+  submitted_at: '2026-01-01 00:00:00+00',
   amount: null,
   phone_number: null,
   credit_request_id: null,
@@ -64,13 +65,14 @@ function lockedState({
 }: {
   jobs: JobRow[];
   sellers: LockedSeller[];
-  requests?: CreditRequestState[];
+  requests?: Array<CreditRequestState & { requestedAt?: Date }>;
   ledgerIds?: string[];
 }): LockedState {
   return {
     jobs: new Map(jobs.map((j) => [j.id, j])),
     sellers: new Map(sellers.map((s) => [s.id, { ...s }])),
-    requests: new Map(requests.map((r) => [r.id, { ...r }])),
+    requests: new Map(requests.map((r) => [r.id, { requestedAt: new Date('2026-01-01T00:00:00Z'), ...r }])),
+    deliveries: new Map(),
     ledgerIds,
   };
 }
@@ -98,6 +100,7 @@ function chained(row: Decided['ledger'][number]): ChainedRow {
     phoneNumber: row.phoneNumber,
     description: row.description,
     createdAtMicros: (BigInt(row.createdAt.getTime()) * 1000n).toString(),
+    refundOf: row.refundOf,
   };
 }
 
@@ -113,10 +116,10 @@ describe('decide: a batch of sales against a running balance', () => {
 
   it('lets each job see the balance its predecessors left', () => {
     expect(decided.outcomes.map((o) => [o.status, o.result?.new_balance])).toEqual([
-      ['succeeded', '6000'],
-      ['succeeded', '1000'],
+      ['delivering', '6000'],
+      ['delivering', '1000'],
       ['rejected', undefined],
-      ['succeeded', '0'],
+      ['delivering', '0'],
     ]);
   });
 
@@ -286,7 +289,7 @@ describe('decide: redeliveries and messages that name nothing', () => {
     });
     expect(out.outcomes[1]).toMatchObject({ status: 'rejected', error: refusedBefore.error, replayed: true });
     // The fresh job sees the balance as the committed replay left it, and draws the first id.
-    expect(out.outcomes[2]).toMatchObject({ status: 'succeeded', result: { new_balance: '5000' }, replayed: false });
+    expect(out.outcomes[2]).toMatchObject({ status: 'delivering', result: { new_balance: '5000' }, replayed: false });
     expect(out.recorded.map((o) => o.jobId)).toEqual([fresh.id]);
     expect(out.ledger.map((r) => [r.jobId, r.id])).toEqual([[fresh.id, '1001']]);
   });
@@ -306,7 +309,7 @@ describe('decide: redeliveries and messages that name nothing', () => {
   it('decides a processing row (a batch that never committed) afresh', () => {
     const retried: JobRow = { ...sale(jobId(1), A, 1_000n), status: 'processing' };
     const out = decide(refs(retried.id), lockedState({ jobs: [retried], sellers: [seller(A, 1_000n)] }), KEY);
-    expect(out.outcomes[0]).toMatchObject({ status: 'succeeded', replayed: false });
+    expect(out.outcomes[0]).toMatchObject({ status: 'delivering', replayed: false });
     expect(out.ledger).toHaveLength(1);
   });
 
@@ -339,7 +342,7 @@ describe('decide: redeliveries and messages that name nothing', () => {
     const job = sale(jobId(1), A, 4_000n);
     const out = decide(refs(job.id, job.id), lockedState({ jobs: [job], sellers: [seller(A, 5_000n)] }), KEY);
     expect(out.outcomes).toHaveLength(2);
-    expect(out.outcomes[0]).toMatchObject({ status: 'succeeded', replayed: false, result: { new_balance: '1000' } });
+    expect(out.outcomes[0]).toMatchObject({ status: 'delivering', replayed: false, result: { new_balance: '1000' } });
     expect(out.outcomes[1]).toEqual({ ...out.outcomes[0], replayed: true });
     expect(out.recorded).toEqual([out.outcomes[0]]);
     expect(out.ledger).toHaveLength(1);
@@ -362,12 +365,12 @@ describe('decide: redeliveries and messages that name nothing', () => {
     const wrongFirst = decide([{ id: job.id, partition: PARTITION + 1 }, ...refs(job.id)], state(), KEY);
     expect(wrongFirst.outcomes.map((o) => [o.status, o.replayed, o.ignored ?? false])).toEqual([
       ['failed', false, true],
-      ['succeeded', false, false],
+      ['delivering', false, false],
     ]);
     expect(wrongFirst.ledger).toHaveLength(1);
     const wrongSecond = decide([...refs(job.id), { id: job.id, partition: PARTITION + 1 }], state(), KEY);
     expect(wrongSecond.outcomes.map((o) => [o.status, o.replayed, o.ignored ?? false])).toEqual([
-      ['succeeded', false, false],
+      ['delivering', false, false],
       ['failed', false, true],
     ]);
     expect(wrongSecond.recorded).toHaveLength(1);
@@ -405,7 +408,7 @@ describe('decide: credit requests', () => {
         new_balance: '8000',
       },
     });
-    expect(out.outcomes[1]).toMatchObject({ status: 'succeeded', result: { new_balance: '0' } });
+    expect(out.outcomes[1]).toMatchObject({ status: 'delivering', result: { new_balance: '0' } });
     expect(out.ledger[0]).toMatchObject({
       id: '1001',
       type: 'credit_increase',

@@ -1,9 +1,22 @@
 import { createServer } from 'node:http';
 import { createLogger, loadConfig, requireServices } from '@cs/config';
 import { createDb, requireLeastPrivilege } from '@cs/db';
+import { createProvider } from '@cs/delivery';
 import type { JobOutcome, JobRef } from '@cs/ledger';
-import { Batcher, createRedis, redisTargetOf, requireSamePartitionCount } from '@cs/queue';
+import {
+  Batcher,
+  createRedis,
+  deliver,
+  type JobEvent,
+  jobEventsChannel,
+  openPartitionQueue,
+  redisTargetOf,
+  refundMessageId,
+  requireSamePartitionCount,
+} from '@cs/queue';
+import type { Queue } from 'bullmq';
 import { DatabaseProbe } from './database-probe.ts';
+import { DeliveryStage } from './delivery-stage.ts';
 import { PartitionConsumer } from './partition-consumer.ts';
 import { PartitionManager } from './partition-manager.ts';
 import { processBatch } from './process-batch.ts';
@@ -53,7 +66,11 @@ const committer = new Batcher<readonly JobRef[], Map<string, JobOutcome>>(
         db,
         logger,
         ledgerKey: config.LEDGER_HMAC_KEY,
-        rules: { secondApprovalAbove: config.CREDIT_SECOND_APPROVAL_ABOVE },
+        rules: {
+          secondApprovalAbove: config.CREDIT_SECOND_APPROVAL_ABOVE,
+          provider: provider.name,
+          deliveryLeaseMs: config.DELIVERY_LEASE_MS,
+        },
         signal: shutdown.signal,
       },
       groups.flat(),
@@ -62,6 +79,47 @@ const committer = new Batcher<readonly JobRef[], Map<string, JobOutcome>>(
   },
   { maxBatch: config.PARTITIONS, maxInFlight: 1 },
 );
+
+// The top-ups of debited sales, delivered outside the partitions (see DeliveryStage).
+const provider = createProvider({
+  provider: config.PROVIDER,
+  url: config.PROVIDER_URL,
+  apiKey: config.PROVIDER_API_KEY,
+  timeoutMs: config.PROVIDER_TIMEOUT_MS,
+});
+/** The partitions' queues as the delivery stage adds refunds to them, opened once each. */
+const refundQueues = new Map<number, Queue>();
+const publishJobEvents = (events: JobEvent[]) => {
+  if (events.length === 0) return;
+  redis.publish(jobEventsChannel(config.REDIS_PREFIX), JSON.stringify(events)).catch((err: Error) => {
+    logger.warn({ err: err.message }, 'could not publish job events');
+  });
+};
+const deliveries = new DeliveryStage({
+  db,
+  provider,
+  logger,
+  settings: {
+    concurrency: config.DELIVERY_CONCURRENCY,
+    retryFirstMs: config.DELIVERY_RETRY_FIRST_MS,
+    retryMaxMs: config.DELIVERY_RETRY_MAX_MS,
+    giveUpAfterMs: config.DELIVERY_GIVE_UP_AFTER,
+    leaseMs: config.DELIVERY_LEASE_MS,
+    pollMs: config.DELIVERY_POLL_MS,
+  },
+  publish: publishJobEvents,
+  queueRefund: async (jobId, partition) => {
+    let queue = refundQueues.get(partition);
+    if (!queue) {
+      queue = openPartitionQueue(redis, config.REDIS_PREFIX, partition, (err) =>
+        logger.warn({ err, partition }, 'queue error'),
+      );
+      refundQueues.set(partition, queue);
+    }
+    await deliver(queue, [{ id: refundMessageId(jobId), jobIds: [jobId] }]);
+  },
+});
+deliveries.start();
 
 // A host that reaches Redis but not PostgreSQL would otherwise keep renewing its leases and apply
 // nothing for as long as the cut lasts: the manager gives its partitions up once two probes in a
@@ -90,6 +148,7 @@ const manager = new PartitionManager({
       lockDurationMs: config.JOB_LOCK_MS,
       stalledIntervalMs: config.STALLED_INTERVAL_MS,
       processBatch: (jobs) => committer.submit(jobs),
+      onDebited: (debited) => deliveries.take(debited, provider.name),
     }),
 });
 manager.start();
@@ -115,6 +174,9 @@ async function stop(signal: string) {
   }, config.SHUTDOWN_TIMEOUT_MS);
   health?.close();
   await manager.stop();
+  await deliveries.stop();
+  await provider.close();
+  for (const queue of refundQueues.values()) await queue.close().catch(() => {});
   await probe.stop();
   await redis.quit().catch(() => {});
   await closeDb();

@@ -1,11 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Database } from '@cs/db';
-import type { JobOutcome, JobRef } from '@cs/ledger';
+import type { JobOutcome, JobRef, NewDelivery } from '@cs/ledger';
 import type { RedisClient } from '@cs/queue';
 import { type JobEvent, jobEventsChannel, jobIdsOf, openPartitionQueue, partitionQueueName } from '@cs/queue';
 import { type Job, type Queue, Worker } from 'bullmq';
 import type { Logger } from 'pino';
-import { requeueLostJobs } from './requeue.ts';
+import { requeueLostJobs, requeueLostRefunds } from './requeue.ts';
 
 /** How often the consumer looks for jobs its queue will never deliver (see requeue.ts). */
 const REQUEUE_EVERY_MS = 5000;
@@ -31,6 +31,8 @@ export interface ConsumerOptions {
   stalledIntervalMs: number;
   /** Applies the named jobs; outcomes by job id. */
   processBatch: (jobs: readonly JobRef[]) => Promise<Map<string, JobOutcome>>;
+  /** Receives the sales a batch debited, whose deliveries this process now holds. */
+  onDebited: (deliveries: NewDelivery[]) => void;
 }
 
 interface Held {
@@ -101,6 +103,8 @@ export class PartitionConsumer {
     try {
       const count = await requeueLostJobs(db, this.queue, partition);
       if (count > 0) logger.warn({ partition, count }, 'requeued jobs the queue would never deliver');
+      const refunds = await requeueLostRefunds(db, this.queue, partition);
+      if (refunds > 0) logger.warn({ partition, count: refunds }, 'requeued refunds the queue would never deliver');
     } catch (err) {
       logger.debug({ err, partition }, 'requeue check failed');
     }
@@ -181,11 +185,13 @@ export class PartitionConsumer {
           const outcomes = await this.options.processBatch(jobs);
           const committedAt = Date.now();
           const events: JobEvent[] = [];
+          const debited: NewDelivery[] = [];
           for (const held of batch) {
             for (const { id } of held.jobs) {
               const o = outcomes.get(id);
               // A message naming no job of this partition announces nothing: there is no change.
               if (!o || o.ignored) continue;
+              if (o.delivery && !o.replayed) debited.push(o.delivery);
               events.push({
                 job_id: o.jobId,
                 status: o.status,
@@ -197,6 +203,7 @@ export class PartitionConsumer {
             held.resolve();
           }
           void this.publish(events);
+          if (debited.length > 0) this.options.onDebited(debited);
         } catch (error) {
           for (const h of batch) h.reject(error);
         }

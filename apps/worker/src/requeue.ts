@@ -1,5 +1,6 @@
 import { type Database, jobs, openJobStatuses } from '@cs/db';
-import { deliver } from '@cs/queue';
+import { refundsWaiting } from '@cs/ledger';
+import { deliver, refundMessageId } from '@cs/queue';
 import type { Queue } from 'bullmq';
 import { and, asc, eq, inArray, lt, sql } from 'drizzle-orm';
 
@@ -48,4 +49,24 @@ export async function requeueLostJobs(db: Database, queue: Queue, partition: num
   }
   if (again.length > 0) await deliver(queue, again);
   return again.reduce((count, m) => count + m.jobIds.length, 0);
+}
+
+/**
+ * Puts back the refunds of a partition that PostgreSQL has due and the queue will never deliver:
+ * the delivery stage marks a refund due, then queues its message, and may die in between, or the
+ * message may be lost with Redis. As above: a refund already written is not written again (the
+ * job is final, and the ledger refuses a second refund of one sale).
+ */
+export async function requeueLostRefunds(db: Database, queue: Queue, partition: number): Promise<number> {
+  const due = await refundsWaiting(db, partition, GRACE_MS);
+  let count = 0;
+  for (const jobId of due) {
+    const id = refundMessageId(jobId);
+    const state = await queue.getJobState(id);
+    if (state === 'completed' || state === 'failed') await (await queue.getJob(id))?.remove();
+    else if (state !== 'unknown') continue;
+    await deliver(queue, [{ id, jobIds: [jobId] }]);
+    count++;
+  }
+  return count;
 }

@@ -5,9 +5,13 @@ import {
   arrayLiteral,
   auditRow,
   type Database,
+  deliveringJobStatus,
+  insertWebhookEvents,
   isFinalJobStatus,
   type JobFailureCode,
   type JobType,
+  type TransactionType,
+  type WebhookEvent,
 } from '@cs/db';
 import type { TransactionSql } from 'postgres';
 import { CHAIN_START, type ChainedRow, sealRow } from './chain.ts';
@@ -27,13 +31,15 @@ export interface JobRef {
 }
 
 export type FinalStatus = 'succeeded' | 'rejected' | 'failed';
+/** What a batch leaves a job in: final, or debited and `delivering` (a sale, whose top-up is next). */
+export type BatchStatus = FinalStatus | typeof deliveringJobStatus;
 /** Why a job did not succeed: a business refusal, or a failure (nothing applied, ever). */
 export type JobError = Refusal | { error: string; code: JobFailureCode };
 export interface JobOutcome {
   jobId: string;
   /** The job's type as its row records it; absent when no row was found. */
   type?: JobType;
-  status: FinalStatus;
+  status: BatchStatus;
   result: Record<string, unknown> | null;
   error: JobError | null;
   /** True when the job had already taken effect earlier (a redelivery): nothing was written now. */
@@ -43,6 +49,18 @@ export interface JobOutcome {
    * is left as it was, to be applied from its own partition's queue.
    */
   ignored?: boolean;
+  /** A sale debited now: its top-up, for the delivery stage to send (see `NewDelivery`). */
+  delivery?: NewDelivery;
+}
+
+/** A top-up to deliver: written by the batch with its debit, and handed to the delivery stage. */
+export interface NewDelivery {
+  jobId: string;
+  sellerId: string;
+  partition: number;
+  saleTransactionId: string;
+  phoneNumber: string;
+  amount: bigint;
 }
 
 /**
@@ -73,16 +91,24 @@ export async function applyJobs(
   const ordered = [...refs].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   return db.$client.begin(async (tx) => {
     const { state, lockedAt } = await lockState(tx, ordered);
+    await lockDeliveries(tx, state);
     const decided = decide(ordered, state, ledgerKey, rules);
-    await writeAll(tx, decided, lockedAt);
+    await writeAll(tx, decided, lockedAt, rules);
     return decided.outcomes;
   });
 }
 
-/** The rules a deployment sets: CREDIT_SECOND_APPROVAL_ABOVE. */
+/** The rules a deployment sets: CREDIT_SECOND_APPROVAL_ABOVE, and how its top-ups are delivered. */
 export interface Rules {
   /** Credit requests above this many rials need two different operators. */
   secondApprovalAbove?: bigint | undefined;
+  /** The provider a debited sale's top-up goes to (PROVIDER), recorded on its delivery. */
+  provider?: string;
+  /**
+   * How long the committing process holds the deliveries it writes (DELIVERY_LEASE_MS): it sends
+   * them at once, and another process takes them over only if it dies.
+   */
+  deliveryLeaseMs?: number;
 }
 
 /** The transaction's connection; money columns come back as bigint (see `createDb`). */
@@ -97,6 +123,8 @@ export type JobRow = {
   status: string;
   result: Record<string, unknown> | null;
   error: JobError | null;
+  /** As text: the pool leaves timestamps as PostgreSQL writes them (drizzle's setting). */
+  submitted_at: string;
   amount: bigint | null;
   phone_number: string | null;
   credit_request_id: string | null;
@@ -113,10 +141,23 @@ export type LockedSeller = SellerState & { head: string };
 export interface LockedState {
   jobs: Map<string, JobRow>;
   sellers: Map<string, LockedSeller>;
-  requests: Map<string, CreditRequestState>;
+  requests: Map<string, CreditRequestState & { requestedAt: Date }>;
+  /** The deliveries of the locked jobs that are `delivering` (read only when there are some). */
+  deliveries: Map<string, DeliveryRow>;
   /** Ledger ids drawn for this transaction, in order: at most one row per job. */
   ledgerIds: string[];
 }
+
+/** A locked delivery, as a refund reads it. */
+export type DeliveryRow = {
+  job_id: string;
+  status: string;
+  provider: string;
+  provider_reason: string | null;
+  attempts: number;
+  sale_transaction_id: bigint;
+  resolution: string | null;
+};
 
 /**
  * Locks and reads what the batch decides on, in one round trip, and `lockedAt`: the server's clock
@@ -135,7 +176,7 @@ async function lockState(conn: Connection, refs: readonly JobRef[]): Promise<{ s
   const ids = arrayLiteral(refs.map((r) => r.id));
   const [jobRows, sellerRows, requestRows, idRows, [clock]] = await Promise.all([
     conn<JobRow[]>`
-      select id, type, seller_id, partition, status, result, error, amount, phone_number, credit_request_id,
+      select id, type, seller_id, partition, status, result, error, submitted_at, amount, phone_number, credit_request_id,
              action, processed_by, actor_id, actor_ip
       from jobs where id = any(${ids}::uuid[]) order by id for no key update`,
     conn<Array<{ id: string; balance: bigint; is_active: boolean; ledger_head: string | null }>>`
@@ -149,9 +190,10 @@ async function lockState(conn: Connection, refs: readonly JobRef[]): Promise<{ s
         amount: bigint;
         status: CreditRequestState['status'];
         first_approved_by: string | null;
+        requested_at: string;
       }>
     >`
-      select id, seller_id, amount, status, first_approved_by from credit_requests
+      select id, seller_id, amount, status, first_approved_by, requested_at from credit_requests
       where id in (select credit_request_id from jobs where id = any(${ids}::uuid[]))
       order by id for no key update of credit_requests`,
     conn<Array<{ id: string }>>`
@@ -170,12 +212,34 @@ async function lockState(conn: Connection, refs: readonly JobRef[]): Promise<{ s
     requests: new Map(
       requestRows.map((r) => [
         r.id,
-        { id: r.id, sellerId: r.seller_id, amount: r.amount, status: r.status, firstApprovedBy: r.first_approved_by },
+        {
+          id: r.id,
+          sellerId: r.seller_id,
+          amount: r.amount,
+          status: r.status,
+          firstApprovedBy: r.first_approved_by,
+          requestedAt: new Date(r.requested_at),
+        },
       ]),
     ),
+    deliveries: new Map(),
     ledgerIds: idRows.map((r) => r.id),
   };
   return { state, lockedAt: clock?.at as string };
+}
+
+/**
+ * Locks the deliveries of jobs that are already `delivering`: a refund's message names its sale's
+ * job. A second round trip, taken only then; an ordinary batch of new sales and approvals skips it.
+ * After the job locks, like every lock of the batch, so the order stays jobs first.
+ */
+async function lockDeliveries(conn: Connection, state: LockedState): Promise<void> {
+  const ids = [...state.jobs.values()].filter((j) => j.status === deliveringJobStatus).map((j) => j.id);
+  if (ids.length === 0) return;
+  const rows = await conn<DeliveryRow[]>`
+    select job_id, status, provider, provider_reason, attempts, sale_transaction_id, resolution from deliveries
+    where job_id = any(${arrayLiteral(ids)}::uuid[]) order by job_id for no key update`;
+  for (const row of rows) state.deliveries.set(row.job_id, row);
 }
 
 export interface Decided {
@@ -187,6 +251,12 @@ export interface Decided {
   /** The audit rows of the approvals and rejections decided: written with their effect. */
   audits: AuditEntry[];
   balances: Array<LockedSeller>;
+  /** Sales debited now, whose deliveries are written with their debits. */
+  newDeliveries: NewDelivery[];
+  /** Deliveries refunded now, and the refund rows that gave their sales back. */
+  refunded: Array<{ jobId: string; refundTransactionId: string }>;
+  /** What the sellers' webhooks are told, written with the effects. */
+  webhookEvents: WebhookEvent[];
 }
 
 /**
@@ -198,6 +268,9 @@ export function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: s
   const ledger: LedgerRow[] = [];
   const processed: ProcessedRequest[] = [];
   const audits: AuditEntry[] = [];
+  const newDeliveries: NewDelivery[] = [];
+  const refunded: Decided['refunded'] = [];
+  const webhookEvents: WebhookEvent[] = [];
   const touchedSellers = new Set<string>();
   const ledgerIds = state.ledgerIds[Symbol.iterator]();
   const createdAt = new Date();
@@ -216,6 +289,7 @@ export function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: s
       phoneNumber: row.phoneNumber,
       description: row.description,
       createdAtMicros: (BigInt(createdAt.getTime()) * 1000n).toString(),
+      refundOf: row.refundOf,
     };
     const hmac = sealRow(ledgerKey, chained, seller.head);
     seller.balance = row.balanceAfter;
@@ -246,8 +320,68 @@ export function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: s
       };
     }
     const seller = state.sellers.get(job.seller_id);
+    if (job.status === deliveringJobStatus) return decideDebitedSale(job, seller);
     if (!seller) return refused(job, refuse.sellerNotFound());
     return job.type === 'charge_sale' ? decideSaleJob(job, seller) : decideApprovalJob(job, seller);
+  };
+
+  /** Tells the seller's webhook how a sale ended (a refusal now, or a refund). */
+  const tellSaleRejected = (job: JobRow, error: JobError) =>
+    webhookEvents.push({
+      sellerId: job.seller_id,
+      type: 'charge_sale.rejected',
+      data: {
+        job_id: job.id,
+        type: job.type,
+        seller_id: job.seller_id,
+        status: 'rejected',
+        submitted_at: new Date(job.submitted_at).toISOString(),
+        finished_at: createdAt.toISOString(),
+        result: null,
+        error,
+      },
+    });
+
+  /**
+   * A sale already debited. Its message is back on the partition for one reason: its top-up failed
+   * for certain (or an operator chose refund), and the delivery says `refund_due`. The refund is a
+   * ledger row of its own, in the seller's chain and in the partition's order. Anything else (a
+   * redelivered message of the debit, a refund already written) changes nothing.
+   */
+  const decideDebitedSale = (job: JobRow, seller: LockedSeller | undefined): JobOutcome => {
+    const delivery = state.deliveries.get(job.id);
+    if (!seller || !delivery || delivery.status !== 'refund_due') {
+      return {
+        jobId: job.id,
+        type: job.type,
+        status: deliveringJobStatus,
+        result: job.result,
+        error: null,
+        replayed: true,
+      };
+    }
+    const amount = job.amount as bigint;
+    const phone = job.phone_number as string;
+    const refundTransactionId = append(seller, {
+      jobId: job.id,
+      sellerId: seller.id,
+      type: 'charge_refund',
+      amount,
+      balanceAfter: seller.balance + amount,
+      phoneNumber: phone,
+      creditRequestId: null,
+      refundOf: delivery.sale_transaction_id.toString(),
+      description: `Refund of ${amount} rials: the top-up to ${phone} was not delivered`,
+    });
+    refunded.push({ jobId: job.id, refundTransactionId });
+    const error = refuse.deliveryFailed({
+      provider: delivery.provider,
+      reason: delivery.provider_reason ?? (delivery.resolution === 'refund' ? 'resolved_by_operator' : 'declined'),
+      refundTransactionId,
+      attempts: delivery.attempts,
+    });
+    tellSaleRejected(job, error);
+    return refused(job, error);
   };
 
   const decideSaleJob = (job: JobRow, seller: LockedSeller): JobOutcome => {
@@ -255,7 +389,10 @@ export function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: s
     const amount = job.amount as bigint;
     const phone = job.phone_number as string;
     const decision = decideSale(seller, amount);
-    if (!decision.ok) return refused(job, decision.refusal);
+    if (!decision.ok) {
+      tellSaleRejected(job, decision.refusal);
+      return refused(job, decision.refusal);
+    }
     const transactionId = append(seller, {
       jobId: job.id,
       sellerId: seller.id,
@@ -264,15 +401,33 @@ export function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: s
       balanceAfter: decision.newBalance,
       phoneNumber: phone,
       creditRequestId: null,
+      refundOf: null,
       description: `Charge of ${amount} rials to ${phone}`,
     });
-    return succeeded(job, {
-      transaction_id: transactionId,
-      seller_id: seller.id,
-      phone_number: phone,
-      amount: amount.toString(),
-      new_balance: seller.balance.toString(),
-    });
+    const delivery: NewDelivery = {
+      jobId: job.id,
+      sellerId: seller.id,
+      partition: job.partition,
+      saleTransactionId: transactionId,
+      phoneNumber: phone,
+      amount,
+    };
+    newDeliveries.push(delivery);
+    return {
+      jobId: job.id,
+      type: job.type,
+      status: deliveringJobStatus,
+      result: {
+        transaction_id: transactionId,
+        seller_id: seller.id,
+        phone_number: phone,
+        amount: amount.toString(),
+        new_balance: seller.balance.toString(),
+      },
+      error: null,
+      replayed: false,
+      delivery,
+    };
   };
 
   const decideApprovalJob = (job: JobRow, seller: LockedSeller): JobOutcome => {
@@ -319,9 +474,25 @@ export function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: s
             balanceAfter: decision.newBalance,
             phoneNumber: null,
             creditRequestId: request.id,
+            refundOf: null,
             description: `Credit request ${request.id} approved by ${processedBy}`,
           })
         : undefined;
+    if (decision.status !== 'awaiting_second_approval') {
+      webhookEvents.push({
+        sellerId: seller.id,
+        type: decision.status === 'approved' ? 'credit_request.approved' : 'credit_request.rejected',
+        data: {
+          id: request.id,
+          seller: seller.id,
+          amount: request.amount.toString(),
+          status: decision.status,
+          requested_at: request.requestedAt.toISOString(),
+          processed_at: createdAt.toISOString(),
+          processed_by: processedBy,
+        },
+      });
+    }
     return succeeded(job, {
       ...(transactionId ? { transaction_id: transactionId } : {}),
       credit_request_id: request.id,
@@ -348,18 +519,60 @@ export function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: s
     processed,
     audits,
     balances: [...touchedSellers].map((id) => state.sellers.get(id) as LockedSeller),
+    newDeliveries,
+    refunded,
+    webhookEvents,
   };
 }
 
-/** Sends the writes together, as one round trip. */
-async function writeAll(conn: Connection, decided: Decided, lockedAt: string): Promise<void> {
+/**
+ * Sends the writes together, as one round trip. The deliveries after the ledger rows they name
+ * (statements sent together run in the order sent). Phone totals are not here: they count
+ * delivered top-ups, and are written when a top-up is delivered.
+ */
+async function writeAll(conn: Connection, decided: Decided, lockedAt: string, rules: Rules): Promise<void> {
   await Promise.all([
     writeLedgerAndOutcomes(conn, decided.ledger, decided.recorded, lockedAt),
+    writeNewDeliveries(conn, decided.newDeliveries, rules),
+    writeRefunded(conn, decided.refunded),
     writeBalances(conn, decided.balances),
-    writePhoneTotals(conn, decided.ledger),
     writeProcessedRequests(conn, decided.processed),
     writeAudits(conn, decided.audits),
+    insertWebhookEvents(conn, decided.webhookEvents),
   ]);
+}
+
+/**
+ * The debited sales' deliveries, held by this process for DELIVERY_LEASE_MS: it sends them as soon
+ * as the batch commits. Marked as asked already, so a process that takes one over after a crash
+ * asks the provider about the reference before it sends (the send may have gone out).
+ */
+async function writeNewDeliveries(conn: Connection, rows: NewDelivery[], rules: Rules): Promise<void> {
+  if (rows.length === 0) return;
+  const values = rows.map((d) => ({
+    job_id: d.jobId,
+    seller_id: d.sellerId,
+    partition: d.partition,
+    sale_transaction_id: d.saleTransactionId,
+    phone_number: d.phoneNumber,
+    amount: d.amount.toString(),
+  }));
+  await conn`
+    insert into deliveries (job_id, seller_id, partition, sale_transaction_id, phone_number, amount, provider, claimed_until)
+    select v.job_id, v.seller_id, v.partition, v.sale_transaction_id::bigint, v.phone_number, v.amount::bigint,
+           ${rules.provider ?? 'simulator'}, now() + make_interval(secs => ${(rules.deliveryLeaseMs ?? 30_000) / 1000})
+    from jsonb_to_recordset(${JSON.stringify(values)}::jsonb)
+      as v(job_id uuid, seller_id uuid, partition smallint, sale_transaction_id text, phone_number text, amount text)`;
+}
+
+/** The deliveries whose sales were refunded now. */
+async function writeRefunded(conn: Connection, rows: Decided['refunded']): Promise<void> {
+  if (rows.length === 0) return;
+  await conn`
+    update deliveries as d set status = 'refunded', refund_transaction_id = v.refund::bigint, updated_at = now()
+    from jsonb_to_recordset(${JSON.stringify(rows.map((r) => ({ id: r.jobId, refund: r.refundTransactionId })))}::jsonb)
+      as v(id uuid, refund text)
+    where d.job_id = v.id and d.status = 'refund_due'`;
 }
 
 /** Who asked for an approval job, as its row recorded: an operator (by id and email), or bootstrap. */
@@ -393,7 +606,8 @@ interface LedgerRow {
   id: string;
   jobId: string;
   sellerId: string;
-  type: 'charge_sale' | 'credit_increase';
+  type: TransactionType;
+  refundOf: string | null;
   amount: bigint;
   balanceAfter: bigint;
   phoneNumber: string | null;
@@ -430,29 +644,6 @@ async function writeBalances(conn: Connection, changed: Array<LockedSeller>): Pr
     update sellers as s set credit_balance = v.balance::bigint, ledger_head = v.head
     from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(id uuid, balance text, head text)
     where s.id = v.id`;
-}
-
-/** One upsert per batch, totals summed per number first (a number may appear twice in a batch). */
-async function writePhoneTotals(conn: Connection, ledger: LedgerRow[]): Promise<void> {
-  const totals = new Map<string, { total: bigint; count: number }>();
-  for (const row of ledger) {
-    if (row.type !== 'charge_sale' || !row.phoneNumber) continue;
-    const entry = totals.get(row.phoneNumber) ?? { total: 0n, count: 0 };
-    entry.total += -row.amount;
-    entry.count += 1;
-    totals.set(row.phoneNumber, entry);
-  }
-  if (totals.size === 0) return;
-  const rows = [...totals]
-    .sort(([a], [b]) => (a < b ? -1 : 1))
-    .map(([number, t]) => ({ number, total: t.total.toString(), count: t.count }));
-  await conn`
-    insert into phone_numbers (number, total_charged, charge_count)
-    select v.number, v.total::bigint, v.count
-    from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(number text, total text, count bigint)
-    on conflict (number) do update set
-      total_charged = phone_numbers.total_charged + excluded.total_charged,
-      charge_count = phone_numbers.charge_count + excluded.charge_count`;
 }
 
 /**
@@ -506,20 +697,23 @@ async function writeLedgerAndOutcomes(
     phone_number: r.phoneNumber,
     description: r.description,
     created_at: r.createdAt.toISOString(),
+    refund_of: r.refundOf,
     hmac: r.hmac,
   }));
   const results = outcomes.map((o) => ({ id: o.jobId, status: o.status, result: o.result, error: o.error }));
   await conn`
     with ledger as (
       insert into transactions (id, seller_id, type, amount, balance_after, job_id, credit_request_id, phone_number,
-                                description, created_at, hmac)
+                                description, created_at, refund_of, hmac)
       overriding system value
       select (e.row->>'id')::bigint, (e.row->>'seller_id')::uuid, e.row->>'type', (e.row->>'amount')::bigint,
              (e.row->>'balance_after')::bigint, (e.row->>'job_id')::uuid, (e.row->>'credit_request_id')::uuid,
-             e.row->>'phone_number', e.row->>'description', (e.row->>'created_at')::timestamptz, e.row->>'hmac'
+             e.row->>'phone_number', e.row->>'description', (e.row->>'created_at')::timestamptz,
+             (e.row->>'refund_of')::bigint, e.row->>'hmac'
       from jsonb_array_elements(${JSON.stringify(rows)}::jsonb) as e(row)
     ), clock as (select clock_timestamp() as ts)
-    update jobs as j set status = v.status, result = v.result, error = v.error, started_at = ${lockedAt}::timestamptz, finished_at = clock.ts
+    update jobs as j set status = v.status, result = v.result, error = v.error, started_at = ${lockedAt}::timestamptz,
+      finished_at = case when v.status = 'delivering' then null else clock.ts end
     from jsonb_to_recordset(${JSON.stringify(results)}::jsonb) as v(id uuid, status text, result jsonb, error jsonb)
       cross join clock
     where j.id = v.id`;

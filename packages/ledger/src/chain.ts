@@ -22,6 +22,8 @@ export interface ChainedRow {
   description: string | null;
   /** created_at in microseconds since the epoch, PostgreSQL's own precision. */
   createdAtMicros: string;
+  /** A refund: the id of the sale row it gives back; null on every other row. */
+  refundOf: string | null;
 }
 
 /** The previous hmac of a seller's first row. */
@@ -44,6 +46,8 @@ export function sealRow(key: string, row: ChainedRow, previous: string): string 
     row.phoneNumber,
     row.description,
     row.createdAtMicros,
+    // Only a refund carries it, so the rows sealed before refunds existed keep their hmacs.
+    ...(row.refundOf === null ? [] : [row.refundOf]),
     previous,
   ]);
   return createHmac('sha256', key).update(message).digest('hex');

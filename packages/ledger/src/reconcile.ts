@@ -35,6 +35,7 @@ type LedgerRow = {
   phone_number: string | null;
   description: string | null;
   created_us: string;
+  refund_of: string | null;
   hmac: string | null;
 };
 
@@ -75,7 +76,7 @@ export async function reconcile(
     await sql<LedgerRow[]>`
     select id::text, seller_id::text, type, amount::text, balance_after::text, job_id::text,
            credit_request_id::text, phone_number, description,
-           (extract(epoch from created_at) * 1000000)::bigint::text as created_us, hmac
+           (extract(epoch from created_at) * 1000000)::bigint::text as created_us, refund_of::text, hmac
     from transactions
     ${one ? sql`where seller_id = ${sellerId}` : sql``}
     order by transactions.seller_id, transactions.id`.cursor(2000, (rows) => {
@@ -120,5 +121,6 @@ function chainedRow(row: LedgerRow): ChainedRow {
     phoneNumber: row.phone_number,
     description: row.description,
     createdAtMicros: row.created_us,
+    refundOf: row.refund_of,
   };
 }

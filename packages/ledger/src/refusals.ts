@@ -12,6 +12,7 @@ export const refusalCodes = [
   'seller_not_found',
   'credit_request_not_found',
   'second_approver_required',
+  'delivery_failed',
 ] as const;
 export type RefusalCode = (typeof refusalCodes)[number];
 
@@ -19,7 +20,7 @@ export type RefusalCode = (typeof refusalCodes)[number];
 export interface Refusal {
   error: string;
   code: RefusalCode;
-  [detail: string]: string;
+  [detail: string]: string | number | null;
 }
 
 /** A refusal of one code, so that a caller may say which refusals it can give. */
@@ -43,6 +44,20 @@ export const refuse = {
     error: 'This credit needs the approval of a second, different operator',
     code: 'second_approver_required',
     first_approved_by: firstApprovedBy,
+  }),
+  /** The provider refused the top-up for certain (or an operator chose refund): the sale was refunded. */
+  deliveryFailed: (d: {
+    provider: string;
+    reason: string;
+    refundTransactionId: string;
+    attempts: number;
+  }): RefusalOf<'delivery_failed'> => ({
+    error: 'The top-up could not be delivered; the amount was refunded',
+    code: 'delivery_failed',
+    provider: d.provider,
+    provider_reason: d.reason,
+    refund_transaction_id: d.refundTransactionId,
+    attempts: d.attempts,
   }),
   sellerNotFound: (): RefusalOf<'seller_not_found'> => ({ error: 'Seller not found', code: 'seller_not_found' }),
   creditRequestNotFound: (): RefusalOf<'credit_request_not_found'> => ({

@@ -19,6 +19,12 @@ export interface Delivery {
 }
 export const deliveryName = 'delivery';
 
+/**
+ * The message that brings a sale back to its partition for its refund: named after the job, so
+ * queuing it twice leaves one (a sale is refunded once; BullMQ ids may not hold a colon).
+ */
+export const refundMessageId = (jobId: string) => `refund-${jobId}`;
+
 /** The job ids a message names; anything else in it is ignored. */
 export function jobIdsOf(data: unknown): string[] {
   const ids = (data as Partial<Delivery> | null | undefined)?.ids;
@@ -57,4 +63,9 @@ export interface JobEvent {
   /** On final events: the job's type, and milliseconds from queued to committed. */
   type?: string;
   latency_ms?: number;
+  /** A sale's top-up settled or stuck: by which provider, how, and milliseconds from debit to then. */
+  delivery?: { provider: string; outcome: DeliveryOutcome; latency_ms: number };
 }
+
+/** What the delivery stage reports of a top-up, for the metrics. */
+export type DeliveryOutcome = 'delivered' | 'refund_due' | 'unresolved' | 'conflict';

@@ -1,0 +1,256 @@
+import type { Database } from '@cs/db';
+import type { Provider, SendAnswer, StatusAnswer } from '@cs/delivery';
+import {
+  claimDueDeliveries,
+  type Delivered,
+  type DeliveryTask,
+  markRefundDue,
+  type NewDelivery,
+  recordLateAnswer,
+  scheduleNextAsk,
+  settleDelivered,
+} from '@cs/ledger';
+import { Batcher, type DeliveryOutcome, type JobEvent } from '@cs/queue';
+import type { Logger } from 'pino';
+
+export interface DeliverySettings {
+  concurrency: number;
+  retryFirstMs: number;
+  retryMaxMs: number;
+  giveUpAfterMs: number;
+  leaseMs: number;
+  pollMs: number;
+}
+
+export interface DeliveryDeps {
+  db: Database;
+  provider: Provider;
+  logger: Logger;
+  settings: DeliverySettings;
+  /** Tells API processes of the jobs' changes (waiting clients, event streams, metrics). */
+  publish: (events: JobEvent[]) => void;
+  /** Puts a sale's job back on its seller's partition queue, to write its refund. */
+  queueRefund: (jobId: string, partition: number) => Promise<void>;
+  /** Called after a commit that may have written webhook events. */
+  onEvents?: () => void;
+}
+
+/**
+ * Delivers debited sales' top-ups, outside the partitions' serial path: a slow provider holds up
+ * only this stage's own slots (DELIVERY_CONCURRENCY per process), never a seller's next sale.
+ *
+ * A delivery's record in PostgreSQL is the stage's only memory. The process that debited a sale
+ * holds its delivery and sends it at once (`take`); any other delivery is found by polling for
+ * those due, whose lease ran out (their holder died) or whose next question is due. Each answer
+ * is written before the next question is asked, so a process that dies loses at most the call in
+ * flight, and whoever takes the delivery over asks the provider about the reference before it
+ * sends again (the send may have gone out): the reference is the job id, and the provider never
+ * delivers one reference twice.
+ *
+ * Only a definite refusal refunds. A timeout or an unclear answer is asked about again, with
+ * backoff, until the provider knows; past DELIVERY_GIVE_UP_AFTER the delivery is `unresolved`
+ * for an operator, and still asked.
+ */
+export class DeliveryStage {
+  private inFlight = 0;
+  private readonly waiting: Array<{ task: DeliveryTask; fresh: boolean }> = [];
+  private timer: NodeJS.Timeout | undefined;
+  private polling = false;
+  private stopped = false;
+  private idle: (() => void) | undefined;
+  private readonly settler: Batcher<Delivered, boolean>;
+
+  constructor(private readonly deps: DeliveryDeps) {
+    // Deliveries that end together are written together: under load one transaction settles many.
+    this.settler = new Batcher(
+      async (items) => {
+        const settled = await settleDelivered(deps.db, items);
+        const now = Date.now();
+        deps.publish(
+          settled.map((s) => ({
+            job_id: s.jobId,
+            status: 'succeeded',
+            type: 'charge_sale',
+            delivery: { provider: s.provider, outcome: 'delivered', latency_ms: now - s.debitedAt.getTime() },
+          })),
+        );
+        if (settled.length > 0) deps.onEvents?.();
+        const done = new Set(settled.map((s) => s.jobId));
+        return items.map((i) => done.has(i.jobId));
+      },
+      { maxBatch: 200, maxInFlight: 2 },
+    );
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.poll(), this.deps.settings.pollMs);
+  }
+
+  /** The deliveries this process just debited and holds: sent at once, without a poll. */
+  take(deliveries: readonly NewDelivery[], provider: string): void {
+    const debitedAt = new Date();
+    for (const d of deliveries) {
+      this.enqueue(
+        {
+          jobId: d.jobId,
+          phoneNumber: d.phoneNumber,
+          amount: d.amount,
+          provider,
+          status: 'pending',
+          resolution: null,
+          attempts: 0,
+          debitedAt,
+        },
+        true,
+      );
+    }
+  }
+
+  /** Stops polling; waits for the questions in flight (each bounded by the provider timeout). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    // Held but not started: their leases run out and another process takes them.
+    this.waiting.length = 0;
+    if (this.inFlight > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+  }
+
+  private async poll(): Promise<void> {
+    const room = this.deps.settings.concurrency - this.inFlight - this.waiting.length;
+    if (this.polling || this.stopped || room <= 0) return;
+    this.polling = true;
+    try {
+      const due = await claimDueDeliveries(this.deps.db, room, this.deps.settings.leaseMs);
+      for (const task of due) this.enqueue(task, false);
+    } catch (err) {
+      this.deps.logger.warn({ err: (err as Error).message }, 'could not look for deliveries due');
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  private enqueue(task: DeliveryTask, fresh: boolean): void {
+    if (this.stopped) return;
+    this.waiting.push({ task, fresh });
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.inFlight < this.deps.settings.concurrency && this.waiting.length > 0) {
+      const next = this.waiting.shift() as { task: DeliveryTask; fresh: boolean };
+      this.inFlight++;
+      void this.work(next.task, next.fresh)
+        .catch((err: unknown) => {
+          // Left as it is: its lease runs out and it is asked again.
+          this.deps.logger.warn({ err: (err as Error).message, jobId: next.task.jobId }, 'delivery step failed');
+        })
+        .finally(() => {
+          this.inFlight--;
+          if (this.inFlight === 0 && this.waiting.length === 0) this.idle?.();
+          this.pump();
+        });
+    }
+  }
+
+  /**
+   * One round with the provider for one delivery. Fresh (just debited here): send. Otherwise ask
+   * about the reference first, and send only if the provider never got it.
+   */
+  private async work(task: DeliveryTask, fresh: boolean): Promise<void> {
+    const { provider } = this.deps;
+    let attempts = task.attempts;
+    if (task.resolution !== null) {
+      attempts++;
+      await this.lateAnswer(task, await provider.status(task.jobId), attempts);
+      return;
+    }
+    let answer: SendAnswer | StatusAnswer;
+    if (fresh) {
+      attempts++;
+      answer = await provider.send(topUpOf(task));
+    } else {
+      attempts++;
+      answer = await provider.status(task.jobId);
+      if (answer.kind === 'not_found') {
+        attempts++;
+        answer = await provider.send(topUpOf(task));
+      }
+    }
+    switch (answer.kind) {
+      case 'delivered':
+        await this.settler.submit({ jobId: task.jobId, providerReference: answer.providerReference, attempts });
+        return;
+      case 'declined':
+      case 'failed':
+        await this.refund(task, answer.reason, attempts);
+        return;
+      default:
+        await this.askLater(task, attempts, answer.kind === 'unclear' ? answer.detail : answer.kind);
+    }
+  }
+
+  private async refund(task: DeliveryTask, reason: string, attempts: number): Promise<void> {
+    const marked = await markRefundDue(this.deps.db, task.jobId, { reason, attempts });
+    if (!marked) return;
+    this.report(task, 'refund_due');
+    // If this fails, the partition's requeue finds the refund waiting and queues it.
+    await this.deps.queueRefund(task.jobId, marked.partition);
+  }
+
+  private async askLater(task: DeliveryTask, attempts: number, why: string): Promise<void> {
+    const { retryFirstMs, retryMaxMs, giveUpAfterMs } = this.deps.settings;
+    // Doubling from the first wait: 1 s, 2 s, 4 s… up to the longest (attempts count every call).
+    const delay = Math.min(retryFirstMs * 2 ** Math.min(Math.max(attempts - 1, 0), 30), retryMaxMs);
+    const giveUp = Date.now() - task.debitedAt.getTime() >= giveUpAfterMs;
+    const gaveUpNow = await scheduleNextAsk(this.deps.db, task.jobId, {
+      attempts,
+      nextAttemptAt: new Date(Date.now() + delay),
+      lastError: why,
+      giveUp,
+    });
+    if (gaveUpNow) {
+      this.deps.logger.warn({ jobId: task.jobId, attempts }, 'delivery unresolved: waiting for an operator');
+      this.report(task, 'unresolved');
+    }
+  }
+
+  /** After an operator's resolution the provider is still asked; a contradiction is a conflict. */
+  private async lateAnswer(task: DeliveryTask, answer: StatusAnswer, attempts: number): Promise<void> {
+    if (answer.kind === 'delivered' || answer.kind === 'failed') {
+      const conflict = await recordLateAnswer(this.deps.db, task.jobId, {
+        delivered: answer.kind === 'delivered',
+        providerReference: answer.kind === 'delivered' ? answer.providerReference : null,
+        attempts,
+      });
+      if (conflict) {
+        this.deps.logger.error(
+          { jobId: task.jobId, resolution: task.resolution, provider: answer.kind },
+          "the provider's answer contradicts the operator's resolution",
+        );
+        this.report(task, 'conflict');
+      }
+      return;
+    }
+    await scheduleNextAsk(this.deps.db, task.jobId, {
+      attempts,
+      nextAttemptAt: new Date(Date.now() + this.deps.settings.retryMaxMs),
+      lastError: answer.kind === 'unclear' ? answer.detail : answer.kind,
+      giveUp: false,
+    });
+  }
+
+  private report(task: DeliveryTask, outcome: DeliveryOutcome): void {
+    this.deps.publish([
+      {
+        job_id: task.jobId,
+        status: 'delivering',
+        type: 'charge_sale',
+        delivery: { provider: task.provider, outcome, latency_ms: Date.now() - task.debitedAt.getTime() },
+      },
+    ]);
+  }
+}
+
+function topUpOf(task: DeliveryTask) {
+  return { reference: task.jobId, phoneNumber: task.phoneNumber, amount: task.amount };
+}

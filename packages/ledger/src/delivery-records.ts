@@ -1,0 +1,272 @@
+import { type Actor, auditRow, type Database, insertWebhookEvents, type WebhookEvent } from '@cs/db';
+import type { TransactionSql } from 'postgres';
+
+/**
+ * Every move of a delivery's record, in one place: the delivery stage's (the provider's answers),
+ * the operator's (an unresolved one) and the reads they need. None of them moves money: a refund
+ * is only marked due here, and the seller's partition writes it (see `applyJobs`). Each write is
+ * guarded by the status it moves from, so a stale worker (one whose lease ran out while it waited
+ * for the provider) can never undo what another decided.
+ */
+
+type Connection = TransactionSql<{ bigint: bigint }>;
+
+/** A delivery as the stage works on it. */
+export interface DeliveryTask {
+  jobId: string;
+  phoneNumber: string;
+  amount: bigint;
+  provider: string;
+  status: 'pending' | 'unresolved' | 'refund_due' | 'delivered' | 'refunded' | 'conflict';
+  resolution: 'delivered' | 'refund' | null;
+  attempts: number;
+  debitedAt: Date;
+}
+
+/**
+ * Takes up to `limit` deliveries that are due and that nobody holds (a lease that ran out is
+ * nobody's), and holds them for `leaseMs`. SKIP LOCKED: several worker processes poll at once,
+ * and each delivery goes to one of them.
+ */
+export async function claimDueDeliveries(db: Database, limit: number, leaseMs: number): Promise<DeliveryTask[]> {
+  const rows = await db.$client<
+    Array<{
+      job_id: string;
+      phone_number: string;
+      amount: bigint;
+      provider: string;
+      status: DeliveryTask['status'];
+      resolution: DeliveryTask['resolution'];
+      attempts: number;
+      debited_at: string;
+    }>
+  >`
+    update deliveries as d set claimed_until = now() + make_interval(secs => ${leaseMs / 1000}), updated_at = now()
+    where d.job_id in (
+      select job_id from deliveries
+      where watching and next_attempt_at <= now() and (claimed_until is null or claimed_until < now())
+        -- A refund on its way to the partition is the partition's until it is written.
+        and status <> 'refund_due'
+      order by next_attempt_at limit ${limit}
+      for update skip locked)
+    returning d.job_id, d.phone_number, d.amount, d.provider, d.status, d.resolution, d.attempts, d.debited_at`;
+  return rows.map((r) => ({
+    jobId: r.job_id,
+    phoneNumber: r.phone_number,
+    amount: r.amount,
+    provider: r.provider,
+    status: r.status,
+    resolution: r.resolution,
+    attempts: r.attempts,
+    debitedAt: new Date(r.debited_at),
+  }));
+}
+
+/** A top-up the provider (or an operator) says was delivered. */
+export interface Delivered {
+  jobId: string;
+  providerReference: string | null;
+  /** Calls made to the provider in all. */
+  attempts: number;
+  /** Set when an operator decided it. */
+  resolvedBy?: { name: string; actor: Actor; ip: string | null };
+}
+
+/** A sale's job, as the stage announces it once its top-up is settled. */
+export interface SettledJob {
+  jobId: string;
+  sellerId: string;
+  provider: string;
+  debitedAt: Date;
+}
+
+/**
+ * Ends deliveries as delivered: the delivery, its job (`delivering` → `succeeded`, the result
+ * gaining `delivery`), the phone's totals (they count delivered top-ups only) and the webhook
+ * event, in one transaction. A delivery no longer pending or unresolved is left alone (decided
+ * already, by another worker or an operator); it is not among those returned.
+ */
+export async function settleDelivered(db: Database, items: readonly Delivered[]): Promise<SettledJob[]> {
+  if (items.length === 0) return [];
+  const values = items.map((d) => ({
+    id: d.jobId,
+    reference: d.providerReference,
+    attempts: d.attempts,
+    resolved_by: d.resolvedBy?.name ?? null,
+  }));
+  return db.$client.begin(async (tx) => {
+    const settled = await tx<
+      Array<{
+        job_id: string;
+        seller_id: string;
+        provider: string;
+        debited_at: string;
+        job: Record<string, unknown>;
+        phone_number: string;
+        amount: bigint;
+      }>
+    >`
+      with v as (
+        select * from jsonb_to_recordset(${JSON.stringify(values)}::jsonb)
+          as v(id uuid, reference text, attempts int, resolved_by text)
+      ), d as (
+        update deliveries as d set status = 'delivered', delivered_at = now(), updated_at = now(),
+          provider_reference = coalesce(v.reference, d.provider_reference), attempts = greatest(d.attempts, v.attempts),
+          claimed_until = null,
+          -- An operator's word is not the provider's: it is still asked, so a contradiction shows.
+          watching = v.resolved_by is not null,
+          next_attempt_at = now(),
+          resolution = case when v.resolved_by is null then d.resolution else 'delivered' end,
+          resolved_by = coalesce(v.resolved_by, d.resolved_by),
+          resolved_at = case when v.resolved_by is null then d.resolved_at else now() end
+        from v where d.job_id = v.id and d.status in ('pending', 'unresolved')
+        returning d.*
+      ), j as (
+        update jobs as j set status = 'succeeded', finished_at = clock_timestamp(),
+          result = j.result || jsonb_build_object('delivery', jsonb_build_object(
+            'status', 'delivered', 'provider', d.provider, 'provider_reference', d.provider_reference,
+            'delivered_at', d.delivered_at, 'attempts', d.attempts))
+        from d where j.id = d.job_id and j.status = 'delivering'
+        returning j.id, j.type, j.seller_id, j.status, j.submitted_at, j.finished_at, j.result, j.error
+      )
+      select d.job_id, d.seller_id, d.provider, d.debited_at, d.phone_number, d.amount,
+             jsonb_build_object('job_id', j.id, 'type', j.type, 'seller_id', j.seller_id, 'status', j.status,
+               'submitted_at', j.submitted_at, 'finished_at', j.finished_at, 'result', j.result, 'error', j.error) as job
+      from d join j on j.id = d.job_id
+      order by d.job_id`;
+    if (settled.length === 0) return [];
+    await addPhoneTotals(tx, settled);
+    const events: WebhookEvent[] = settled.map((s) => ({
+      sellerId: s.seller_id,
+      type: 'charge_sale.succeeded',
+      data: s.job,
+    }));
+    await insertWebhookEvents(tx, events);
+    const audits = items.filter((i) => i.resolvedBy && settled.some((s) => s.job_id === i.jobId));
+    for (const item of audits) await auditResolution(tx, item.jobId, 'delivered', item.resolvedBy);
+    return settled.map((s) => ({
+      jobId: s.job_id,
+      sellerId: s.seller_id,
+      provider: s.provider,
+      debitedAt: new Date(s.debited_at),
+    }));
+  });
+}
+
+/** One upsert, totals summed per number first (a number may appear twice). */
+async function addPhoneTotals(tx: Connection, rows: ReadonlyArray<{ phone_number: string; amount: bigint }>) {
+  const totals = new Map<string, { total: bigint; count: number }>();
+  for (const row of rows) {
+    const entry = totals.get(row.phone_number) ?? { total: 0n, count: 0 };
+    entry.total += row.amount;
+    entry.count += 1;
+    totals.set(row.phone_number, entry);
+  }
+  const values = [...totals]
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([number, t]) => ({ number, total: t.total.toString(), count: t.count }));
+  await tx`
+    insert into phone_numbers (number, total_charged, charge_count)
+    select v.number, v.total::bigint, v.count
+    from jsonb_to_recordset(${JSON.stringify(values)}::jsonb) as v(number text, total text, count bigint)
+    on conflict (number) do update set
+      total_charged = phone_numbers.total_charged + excluded.total_charged,
+      charge_count = phone_numbers.charge_count + excluded.charge_count`;
+}
+
+/**
+ * Marks a delivery's refund due: the provider refused the top-up for certain, or an operator chose
+ * refund. The refund itself is the seller's partition's to write; returns the partition, or null
+ * when the delivery was no longer pending or unresolved.
+ */
+export async function markRefundDue(
+  db: Database,
+  jobId: string,
+  d: { reason: string; attempts: number; resolvedBy?: { name: string; actor: Actor; ip: string | null } },
+): Promise<{ partition: number } | null> {
+  return db.$client.begin(async (tx) => {
+    const [row] = await tx<Array<{ partition: number }>>`
+      update deliveries set status = 'refund_due', provider_reason = ${d.reason},
+        attempts = greatest(attempts, ${d.attempts}), claimed_until = null, updated_at = now(),
+        watching = ${d.resolvedBy !== undefined}, next_attempt_at = now(),
+        resolution = ${d.resolvedBy ? 'refund' : null}, resolved_by = ${d.resolvedBy?.name ?? null},
+        resolved_at = ${d.resolvedBy ? new Date() : null}
+      where job_id = ${jobId} and status in ('pending', 'unresolved')
+      returning partition`;
+    if (row && d.resolvedBy) await auditResolution(tx, jobId, 'refund', d.resolvedBy);
+    return row ?? null;
+  });
+}
+
+async function auditResolution(
+  tx: Connection,
+  jobId: string,
+  outcome: 'delivered' | 'refund',
+  by: { actor: Actor; ip: string | null } | undefined,
+): Promise<void> {
+  if (!by) return;
+  const row = auditRow({
+    actor: by.actor,
+    action: 'delivery.resolved',
+    targetType: 'delivery',
+    targetId: jobId,
+    ip: by.ip,
+    details: { outcome },
+  });
+  await tx`
+    insert into audit_events (actor_type, actor_id, actor_email, action, target_type, target_id, ip, details)
+    values (${row.actorType}, ${row.actorId}, ${row.actorEmail}, ${row.action}, ${row.targetType}, ${row.targetId},
+            ${row.ip}, ${JSON.stringify(row.details)}::jsonb)`;
+}
+
+/**
+ * The provider gave no definite answer: asks again at `nextAttemptAt`. Past the give-up point a
+ * pending delivery becomes `unresolved` (an operator decides; it is still asked). Returns whether
+ * it became unresolved now.
+ */
+export async function scheduleNextAsk(
+  db: Database,
+  jobId: string,
+  d: { attempts: number; nextAttemptAt: Date; lastError: string | null; giveUp: boolean },
+): Promise<boolean> {
+  const [row] = await db.$client<Array<{ gave_up_now: boolean }>>`
+    update deliveries as d set attempts = greatest(d.attempts, ${d.attempts}), next_attempt_at = ${d.nextAttemptAt},
+      last_error = ${d.lastError}, claimed_until = null, updated_at = now(),
+      status = case when ${d.giveUp} and d.status = 'pending' then 'unresolved' else d.status end,
+      gave_up_at = case when ${d.giveUp} and d.status = 'pending' then now() else d.gave_up_at end
+    from (select status as before from deliveries where job_id = ${jobId}) as b
+    where d.job_id = ${jobId} and d.watching
+    returning (b.before = 'pending' and d.status = 'unresolved') as gave_up_now`;
+  return row?.gave_up_now ?? false;
+}
+
+/**
+ * The provider's definite answer about a delivery an operator already resolved: it agrees (asking
+ * ends), or it contradicts the operator (a refunded top-up that was delivered, a top-up marked
+ * delivered that failed), and the delivery is listed as a conflict. Returns whether it is one.
+ */
+export async function recordLateAnswer(
+  db: Database,
+  jobId: string,
+  answer: { delivered: boolean; providerReference: string | null; attempts: number },
+): Promise<boolean> {
+  const [row] = await db.$client<Array<{ status: string }>>`
+    update deliveries set watching = false, claimed_until = null, updated_at = now(),
+      attempts = greatest(attempts, ${answer.attempts}),
+      provider_reference = coalesce(${answer.providerReference}, provider_reference),
+      status = case when (resolution = 'refund') = ${answer.delivered} then 'conflict' else status end,
+      conflict_at = case when (resolution = 'refund') = ${answer.delivered} then now() else conflict_at end
+    where job_id = ${jobId} and resolution is not null and watching
+    returning status`;
+  return row?.status === 'conflict';
+}
+
+/** Refunds marked due for a while whose partition message may be lost: the requeue puts them back. */
+export async function refundsWaiting(db: Database, partition: number, olderThanMs: number): Promise<string[]> {
+  const rows = await db.$client<Array<{ job_id: string }>>`
+    select job_id from deliveries
+    where status = 'refund_due' and partition = ${partition}
+      and updated_at < now() - make_interval(secs => ${olderThanMs / 1000})
+    order by updated_at limit 500`;
+  return rows.map((r) => r.job_id);
+}
