@@ -1,4 +1,4 @@
-import type { Sql } from 'postgres';
+import type { TransactionSql } from 'postgres';
 import { uuidv7 } from 'uuidv7';
 import type { WebhookEventType } from './schema/vocabulary.ts';
 
@@ -10,8 +10,8 @@ export interface WebhookEvent {
   data: Record<string, unknown>;
 }
 
-/** The pool, or a transaction's connection. */
-type Connection = Sql<{ bigint: bigint }>;
+/** The connection of the effect's transaction: the news never commits without the effect. */
+type Connection = TransactionSql<{ bigint: bigint }>;
 
 /**
  * Writes the events as webhook deliveries, in the caller's transaction (an outbox: an effect and
