@@ -5,7 +5,7 @@
 // the same head for a seller proves that none of that seller's rows up to it changed.
 import { loadConfig } from '@cs/config';
 import { createDb, describeConnectionError } from '@cs/db';
-import { reconcile } from '@cs/ledger';
+import { reconcile, reconcileDeliveries } from '@cs/ledger';
 
 const config = loadConfig({ needsAdminToken: false });
 const { db, close } = createDb(config.DATABASE_URL, { max: 1, prepare: config.DATABASE_PREPARE });
@@ -29,7 +29,28 @@ try {
   if (heads)
     for (const c of checks) console.log(`  head ${c.sellerId} ${c.chainHead ?? '-'} (${c.totalTransactions} rows)`);
   console.log(bad.length === 0 ? 'all sellers reconcile' : `${bad.length} seller(s) do not reconcile`);
-  process.exitCode = bad.length === 0 ? 0 : 1;
+
+  const d = await reconcileDeliveries(db, { pendingTooLongMs: config.DELIVERY_GIVE_UP_AFTER });
+  console.log(
+    `deliveries: ${d.sales} sales: ${d.delivered} delivered, ${d.refunded} refunded, ${d.inProgress} on their way ` +
+      `(${d.unresolved} waiting for an operator), ${d.conflicts} in conflict` +
+      (d.withoutDelivery > 0 ? `, ${d.withoutDelivery} debited before deliveries existed` : ''),
+  );
+  if (d.pendingTooLong > 0) {
+    console.log(
+      `  ${d.pendingTooLong} on their way for longer than DELIVERY_GIVE_UP_AFTER (oldest debited ${d.oldestPendingAt?.toISOString()})`,
+    );
+  }
+  if (d.conflicts > 0) console.log(`  ${d.conflicts} conflict(s): see GET /api/deliveries?status=conflict`);
+  for (const [count, what] of [
+    [d.refundedTwice, 'sale(s) refunded more than once'],
+    [d.refundsWithoutSale, 'refund(s) without their sale'],
+    [d.refundedWithoutRefundRow, 'refunded delivery(ies) without a refund row'],
+    [d.deliveredAndRefunded, 'delivered top-up(s) refunded'],
+  ] as const) {
+    if (count > 0) console.log(`  FAULT: ${count} ${what}`);
+  }
+  process.exitCode = bad.length === 0 && d.ok ? 0 : 1;
 } catch (error) {
   console.error(`reconcile: ${describeConnectionError(error, config.DATABASE_URL)}`);
   process.exitCode = 2;

@@ -5,4 +5,5 @@ export * from './delivery-records.ts';
 export * from './money.ts';
 export * from './phone.ts';
 export * from './reconcile.ts';
+export * from './reconcile-deliveries.ts';
 export * from './refusals.ts';

@@ -1,4 +1,4 @@
-import type { creditRequests, jobs, phoneNumbers, sellers, transactions } from '@cs/db';
+import type { creditRequests, deliveries, jobs, phoneNumbers, sellers, transactions } from '@cs/db';
 import type { JobResource } from '@cs/queue';
 import type { Page } from '../read-model/page.ts';
 
@@ -66,5 +66,29 @@ export function jobView(row: typeof jobs.$inferSelect, status = row.status): Job
     finished_at: row.finishedAt?.toISOString() ?? null,
     result: (row.result as Record<string, unknown> | null) ?? null,
     error: (row.error as Record<string, unknown> | null) ?? null,
+  };
+}
+
+export function deliveryView(row: typeof deliveries.$inferSelect) {
+  return {
+    id: row.jobId,
+    seller_id: row.sellerId,
+    phone_number: row.phoneNumber,
+    amount: row.amount.toString(),
+    provider: row.provider,
+    status: row.status,
+    attempts: row.attempts,
+    provider_reference: row.providerReference,
+    provider_reason: row.providerReason,
+    last_error: row.lastError,
+    debited_at: row.debitedAt.toISOString(),
+    delivered_at: row.deliveredAt?.toISOString() ?? null,
+    gave_up_at: row.gaveUpAt?.toISOString() ?? null,
+    next_attempt_at: row.watching ? row.nextAttemptAt.toISOString() : null,
+    resolution: row.resolution,
+    resolved_by: row.resolvedBy,
+    resolved_at: row.resolvedAt?.toISOString() ?? null,
+    refund_transaction_id: row.refundTransactionId?.toString() ?? null,
+    conflict_at: row.conflictAt?.toISOString() ?? null,
   };
 }
