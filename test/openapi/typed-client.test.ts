@@ -117,6 +117,12 @@ describe('a client generated from /openapi.json', () => {
       'POST /api/operators/{id}/token': 'rotateOperatorToken',
       'POST /api/operators/{id}/sessions/revoke': 'revokeOperatorSessions',
       'GET /api/audit': 'listAuditEvents',
+      'PUT /api/sellers/{id}/webhook': 'setWebhook',
+      'GET /api/sellers/{id}/webhook': 'getWebhook',
+      'DELETE /api/sellers/{id}/webhook': 'deleteWebhook',
+      'POST /api/sellers/{id}/webhook/secret': 'rotateWebhookSecret',
+      'GET /api/sellers/{id}/webhook/deliveries': 'listWebhookDeliveries',
+      'POST /api/webhook-deliveries/{id}/retry': 'retryWebhookDelivery',
     });
     for (const { route, op } of operations()) {
       const statuses = Object.keys(op.responses);

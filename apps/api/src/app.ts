@@ -17,6 +17,7 @@ import { registerOverviewRoutes } from './routes/overview.ts';
 import { registerPhoneNumberRoutes } from './routes/phone-numbers.ts';
 import { registerSellerRoutes } from './routes/sellers.ts';
 import { registerTransactionRoutes } from './routes/transactions.ts';
+import { registerWebhookRoutes } from './routes/webhooks.ts';
 
 /** Turns a zod failure into the contract's 400, naming each offending field. */
 function validationHook(result: { success: boolean; error?: unknown; target?: string }) {
@@ -68,6 +69,7 @@ export function createApp(deps: AppDeps) {
   registerOverviewRoutes(app);
   registerOperatorRoutes(app);
   registerAuditRoutes(app);
+  registerWebhookRoutes(app);
   registerAdminRoutes(app, deps);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });

@@ -92,8 +92,9 @@ export const errorSchema = z
     error: z.string().openapi({ description: 'A message for a person' }),
     code: z.string().openapi({
       description:
-        'What went wrong, for a program: validation_error, invalid_json, malformed_request, unauthorized, forbidden, ' +
-        'seller_inactive, not_found, duplicate_email, already_processed, too_many_pending, payload_too_large, ' +
+        'What went wrong, for a program: validation_error, invalid_json, malformed_request, invalid_webhook_url, ' +
+        'unauthorized, forbidden, seller_inactive, not_found, webhook_not_found, duplicate_email, already_processed, ' +
+        'too_many_pending, not_failed, payload_too_large, ' +
         'unsupported_media_type, idempotency_key_reused, rate_limited, service_unavailable, overloaded, internal_error',
       example: 'validation_error',
     }),

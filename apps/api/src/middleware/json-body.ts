@@ -62,10 +62,11 @@ function readBody(incoming: IncomingMessage): Promise<Buffer> {
 }
 
 /**
- * The POSTs that take no body (a new key, token or secret; ending sessions): an empty body is
- * theirs with or without a Content-Type, as the contract says.
+ * The POSTs that take no body (a new key, token or webhook secret; ending sessions; retrying a
+ * webhook delivery): an empty body is theirs with or without a Content-Type, as the contract says.
  */
-const bodilessPost = /^\/api\/(?:sellers\/[^/]+\/api-key|operators\/[^/]+\/(?:token|sessions\/revoke))\/?$/;
+const bodilessPost =
+  /^\/api\/(?:sellers\/[^/]+\/(?:api-key|webhook\/secret)|operators\/[^/]+\/(?:token|sessions\/revoke)|webhook-deliveries\/[^/]+\/retry)\/?$/;
 
 export const jsonBody = createMiddleware<AppEnv>(async (c, next) => {
   if (c.req.method !== 'POST' && c.req.method !== 'PATCH' && c.req.method !== 'PUT') return next();
