@@ -4,6 +4,7 @@ import {
   ChainVerifier,
   type CreditRequestState,
   type Decided,
+  type DeliveryRow,
   decide,
   type JobRef,
   type JobRow,
@@ -61,18 +62,20 @@ function lockedState({
   jobs,
   sellers,
   requests = [],
+  deliveries = [],
   ledgerIds = ['1001', '1002', '1003', '1004', '1005', '1006', '1007', '1008'],
 }: {
   jobs: JobRow[];
   sellers: LockedSeller[];
   requests?: Array<CreditRequestState & { requestedAt?: Date }>;
+  deliveries?: DeliveryRow[];
   ledgerIds?: string[];
 }): LockedState {
   return {
     jobs: new Map(jobs.map((j) => [j.id, j])),
     sellers: new Map(sellers.map((s) => [s.id, { ...s }])),
     requests: new Map(requests.map((r) => [r.id, { requestedAt: new Date('2026-01-01T00:00:00Z'), ...r }])),
-    deliveries: new Map(),
+    deliveries: new Map(deliveries.map((d) => [d.job_id, d])),
     ledgerIds,
   };
 }
@@ -472,5 +475,112 @@ describe('decide: credit requests', () => {
     }
     expect(out.ledger).toEqual([]);
     expect(out.processed).toEqual([]);
+  });
+});
+
+describe('decide: a debited sale back on its partition for its refund', () => {
+  const A = sellerId(1);
+  const debited = (id: string, amount: bigint): JobRow => ({
+    ...sale(id, A, amount),
+    status: 'delivering',
+    result: { transaction_id: '900', new_balance: '1000' },
+  });
+  const delivery = (jobIdOf: string, status: string, extra: Partial<DeliveryRow> = {}): DeliveryRow => ({
+    job_id: jobIdOf,
+    status,
+    provider: 'simulator',
+    provider_reason: 'number_not_supported',
+    attempts: 1,
+    sale_transaction_id: 900n,
+    resolution: null,
+    ...extra,
+  });
+
+  it('writes one charge_refund row that gives the sale back whole, in the chain, and ends the job rejected', () => {
+    const job = debited(jobId(1), 4_000n);
+    const out = decide(
+      refs(job.id),
+      lockedState({
+        jobs: [job],
+        sellers: [seller(A, 1_000n, { head: 'aa'.repeat(32) })],
+        deliveries: [delivery(job.id, 'refund_due')],
+      }),
+      KEY,
+    );
+    expect(out.ledger).toHaveLength(1);
+    expect(out.ledger[0]).toMatchObject({
+      id: '1001',
+      type: 'charge_refund',
+      amount: 4_000n,
+      balanceAfter: 5_000n,
+      refundOf: '900',
+      jobId: job.id,
+      phoneNumber: '09121234567',
+    });
+    expect(out.ledger[0]?.hmac).toBe(
+      sealRow(KEY, chained(out.ledger[0] as Decided['ledger'][number]), 'aa'.repeat(32)),
+    );
+    expect(out.outcomes[0]).toMatchObject({
+      status: 'rejected',
+      replayed: false,
+      error: {
+        code: 'delivery_failed',
+        provider: 'simulator',
+        provider_reason: 'number_not_supported',
+        refund_transaction_id: '1001',
+        attempts: 1,
+      },
+    });
+    expect(out.refunded).toEqual([{ jobId: job.id, refundTransactionId: '1001' }]);
+    expect(out.balances).toMatchObject([{ balance: 5_000n }]);
+    expect(out.webhookEvents).toMatchObject([{ sellerId: A, type: 'charge_sale.rejected' }]);
+  });
+
+  it('says why an operator refunded when the provider gave no reason', () => {
+    const job = debited(jobId(1), 4_000n);
+    const out = decide(
+      refs(job.id),
+      lockedState({
+        jobs: [job],
+        sellers: [seller(A, 0n)],
+        deliveries: [delivery(job.id, 'refund_due', { provider_reason: null, resolution: 'refund' })],
+      }),
+      KEY,
+    );
+    expect(out.outcomes[0]?.error).toMatchObject({ provider_reason: 'resolved_by_operator' });
+  });
+
+  it('changes nothing for a debited sale whose delivery is not refund_due (a redelivered debit message)', () => {
+    for (const status of ['pending', 'unresolved', 'delivered', 'refunded', 'conflict']) {
+      const job = debited(jobId(1), 4_000n);
+      const out = decide(
+        refs(job.id),
+        lockedState({ jobs: [job], sellers: [seller(A, 1_000n)], deliveries: [delivery(job.id, status)] }),
+        KEY,
+      );
+      expect(out.ledger).toEqual([]);
+      expect(out.recorded).toEqual([]);
+      expect(out.outcomes[0]).toMatchObject({ status: 'delivering', replayed: true });
+    }
+  });
+
+  it('debits a new sale and hands its delivery over, without telling the webhook yet', () => {
+    const out = decide(
+      refs(jobId(2)),
+      lockedState({ jobs: [sale(jobId(2), A, 500n)], sellers: [seller(A, 1_000n)] }),
+      KEY,
+    );
+    expect(out.newDeliveries).toEqual([
+      {
+        jobId: jobId(2),
+        sellerId: A,
+        partition: PARTITION,
+        saleTransactionId: '1001',
+        phoneNumber: '09121234567',
+        amount: 500n,
+      },
+    ]);
+    expect(out.outcomes[0]?.delivery).toEqual(out.newDeliveries[0]);
+    expect(out.webhookEvents).toEqual([]);
   });
 });
