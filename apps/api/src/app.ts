@@ -8,6 +8,7 @@ import { jsonBody } from './middleware/json-body.ts';
 import { registerAuditRoutes } from './routes/audit.ts';
 import { registerChargeSaleRoutes } from './routes/charge-sales.ts';
 import { registerCreditRequestRoutes } from './routes/credit-requests.ts';
+import { registerDeliveryRoutes } from './routes/deliveries.ts';
 import { openApiInfo, registerDocsRoutes } from './routes/docs.ts';
 import { registerHealthRoutes } from './routes/health.ts';
 import { registerJobStreamRoutes } from './routes/job-stream.ts';
@@ -69,6 +70,7 @@ export function createApp(deps: AppDeps) {
   registerOverviewRoutes(app);
   registerOperatorRoutes(app);
   registerAuditRoutes(app);
+  registerDeliveryRoutes(app);
   registerWebhookRoutes(app);
   registerAdminRoutes(app, deps);
 

@@ -18,6 +18,8 @@ const statusOf = {
   webhook_not_found: 404,
   duplicate_email: 409,
   already_processed: 409,
+  already_resolved: 409,
+  delivery_pending: 409,
   too_many_pending: 409,
   not_failed: 409,
   payload_too_large: 413,

@@ -1,4 +1,11 @@
-import { creditRequestStatuses, jobStatuses, jobTypes, transactionTypes } from '@cs/db';
+import {
+  creditRequestStatuses,
+  deliveryResolutions,
+  deliveryStatuses,
+  jobStatuses,
+  jobTypes,
+  transactionTypes,
+} from '@cs/db';
 import { MAX_AMOUNT, normalisePhone, parseAmount } from '@cs/ledger';
 import { z } from '@hono/zod-openapi';
 import { ApiError } from './errors.ts';
@@ -152,6 +159,31 @@ export const phoneNumberSchema = z
     created_at: timestamp,
   })
   .openapi('PhoneNumber');
+
+/** A sale's top-up, from the debit to its end (API.md "Delivery of a top-up"). */
+export const deliverySchema = z
+  .object({
+    id: z.string().openapi({ description: "The sale's job id, also the reference the provider is sent" }),
+    seller_id: z.string(),
+    phone_number: z.string(),
+    amount: z.string().openapi({ example: '50000' }),
+    provider: z.string(),
+    status: z.enum(deliveryStatuses),
+    attempts: z.number().int().openapi({ description: 'Calls made to the provider, sends and status queries' }),
+    provider_reference: z.string().nullable(),
+    provider_reason: z.string().nullable(),
+    last_error: z.string().nullable(),
+    debited_at: z.string(),
+    delivered_at: z.string().nullable(),
+    gave_up_at: z.string().nullable(),
+    next_attempt_at: z.string().nullable().openapi({ description: 'When the provider is next asked; null once it is not' }),
+    resolution: z.enum(deliveryResolutions).nullable(),
+    resolved_by: z.string().nullable(),
+    resolved_at: z.string().nullable(),
+    refund_transaction_id: z.string().nullable(),
+    conflict_at: z.string().nullable(),
+  })
+  .openapi('Delivery');
 
 export const jobSchema = z
   .object({
