@@ -1,10 +1,8 @@
 import { deliveryResolutions, deliveryStatuses } from '@cs/db';
-import { markRefundDue, settleDelivered } from '@cs/ledger';
-import { refundMessageId } from '@cs/queue';
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import type { AppEnv } from '../context.ts';
-import { ApiError, notFound } from '../errors.ts';
-import { actorOf, requireApprover, requireOperator } from '../middleware/auth.ts';
+import { notFound } from '../errors.ts';
+import { requireApprover, requireOperator } from '../middleware/auth.ts';
 import { parseDeliveryPage, readDeliveries, readDelivery } from '../read-model/deliveries.ts';
 import {
   bearer,
@@ -20,6 +18,7 @@ import {
   withBody,
 } from '../schemas.ts';
 import { clientAddress } from '../services/client-address.ts';
+import { decideDelivery } from '../services/resolve-delivery.ts';
 import { deliveryView, listView } from '../services/views.ts';
 
 const listDeliveries = createRoute({
@@ -97,41 +96,7 @@ export function registerDeliveryRoutes(app: OpenAPIHono<AppEnv>) {
     const id = c.req.valid('param').id;
     const caller = c.var.caller;
     requireApprover(caller);
-    const { db, queues } = c.var.deps;
-    const delivery = await readDelivery(db, id);
-    if (!delivery) throw notFound('Delivery');
-    const by = { name: caller.operator.name, actor: actorOf(caller), ip: clientAddress(c) };
-    // Each move is guarded by the status it leaves, in the same statement: an operator and the
-    // provider's answer (or two operators) racing each other leave exactly one decision.
-    const moved =
-      outcome === 'delivered'
-        ? (await settleDelivered(db, [{ jobId: delivery.jobId, providerReference: null, attempts: 0, resolvedBy: by }]))
-            .length > 0
-        : await markRefundDue(db, delivery.jobId, {
-            reason: 'resolved_by_operator',
-            attempts: delivery.attempts,
-            resolvedBy: by,
-          }).then(async (marked) => {
-            // A lost message is put back by the partition's requeue: the refund is due in PostgreSQL.
-            if (marked) {
-              await queues
-                .deliver(marked.partition, refundMessageId(delivery.jobId), [delivery.jobId])
-                .catch((err: Error) => c.var.logger.warn({ err: err.message }, 'could not queue the refund'));
-            }
-            return marked !== null;
-          });
-    if (!moved) {
-      const now = (await readDelivery(db, id)) ?? delivery;
-      throw now.status === 'pending'
-        ? new ApiError(
-            'delivery_pending',
-            'The provider is still being asked; a delivery can be resolved once it is unresolved',
-            {
-              status: now.status,
-            },
-          )
-        : new ApiError('already_resolved', `The delivery is already ${now.status}`, { status: now.status });
-    }
-    return c.json(deliveryView((await readDelivery(db, id)) ?? delivery), 200);
+    const delivery = await decideDelivery(c.var.deps, c.var.logger, id, outcome, { caller, ip: clientAddress(c) });
+    return c.json(deliveryView(delivery), 200);
   });
 }
