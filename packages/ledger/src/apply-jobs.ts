@@ -558,9 +558,13 @@ async function writeNewDeliveries(conn: Connection, rows: NewDelivery[], rules: 
     amount: d.amount.toString(),
   }));
   await conn`
-    insert into deliveries (job_id, seller_id, partition, sale_transaction_id, phone_number, amount, provider, claimed_until)
+    insert into deliveries (job_id, seller_id, partition, sale_transaction_id, phone_number, amount, provider, claimed_until,
+                            debited_at)
     select v.job_id, v.seller_id, v.partition, v.sale_transaction_id::bigint, v.phone_number, v.amount::bigint,
-           ${rules.provider ?? 'simulator'}, now() + make_interval(secs => ${(rules.deliveryLeaseMs ?? 30_000) / 1000})
+           ${rules.provider ?? 'simulator'}, now() + make_interval(secs => ${(rules.deliveryLeaseMs ?? 30_000) / 1000}),
+           -- The clock as the batch writes, near its commit (now() is when the transaction began):
+           -- debit → delivered is the delivery stage's own latency.
+           clock_timestamp()
     from jsonb_to_recordset(${JSON.stringify(values)}::jsonb)
       as v(job_id uuid, seller_id uuid, partition smallint, sale_transaction_id text, phone_number text, amount text)`;
 }
