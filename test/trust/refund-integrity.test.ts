@@ -23,7 +23,7 @@ describe('refunds: one per sale, whole, and reconcile finds one that is not', ()
 
   const insertRefund = (refundOf: bigint | null, amount = 500, job = jobId, seller = sellerId, balanceAfter = 1000) =>
     sql`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number, refund_of, hmac)
-        values (${seller}, 'charge_refund', ${amount}, ${balanceAfter}, ${job}, ${PHONE}, ${refundOf}, ${ANY_HMAC})
+        values (${seller}, 'charge_refund', ${amount}, ${balanceAfter}, ${job}, ${PHONE}, ${refundOf?.toString() ?? null}, ${ANY_HMAC})
         returning id`;
 
   beforeAll(async () => {

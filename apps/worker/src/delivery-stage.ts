@@ -7,6 +7,7 @@ import {
   markRefundDue,
   type NewDelivery,
   recordLateAnswer,
+  releaseDeliveries,
   scheduleNextAsk,
   settleDelivered,
 } from '@cs/ledger';
@@ -110,8 +111,11 @@ export class DeliveryStage {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
-    // Held but not started: their leases run out and another process takes them.
-    this.waiting.length = 0;
+    // Held but not started: let go, so another process takes them without waiting for the lease.
+    const unstarted = this.waiting.splice(0).map((w) => w.task.jobId);
+    await releaseDeliveries(this.deps.db, unstarted).catch((err: Error) => {
+      this.deps.logger.warn({ err: err.message }, 'could not let go of deliveries; their leases will run out');
+    });
     if (this.inFlight > 0) await new Promise<void>((resolve) => (this.idle = resolve));
   }
 

@@ -1,4 +1,4 @@
-import { type Actor, auditRow, type Database, insertWebhookEvents, type WebhookEvent } from '@cs/db';
+import { type Actor, arrayLiteral, auditRow, type Database, insertWebhookEvents, type WebhookEvent } from '@cs/db';
 import type { TransactionSql } from 'postgres';
 
 /**
@@ -60,6 +60,14 @@ export async function claimDueDeliveries(db: Database, limit: number, leaseMs: n
     attempts: r.attempts,
     debitedAt: new Date(r.debited_at),
   }));
+}
+
+/** Lets go of deliveries held and not started (a worker shutting down): any worker may take them at once. */
+export async function releaseDeliveries(db: Database, jobIds: readonly string[]): Promise<void> {
+  if (jobIds.length === 0) return;
+  await db.$client`
+    update deliveries set claimed_until = null, updated_at = now()
+    where job_id = any(${arrayLiteral(jobIds)}::uuid[]) and claimed_until is not null`;
 }
 
 /** A top-up the provider (or an operator) says was delivered. */
