@@ -67,6 +67,10 @@ export const deliveries = pgTable(
     ),
     // What the stage looks for: deliveries still asked about, by when they are due.
     index('deliveries_due_idx').on(t.nextAttemptAt).where(sql`${t.watching}`),
-    index('deliveries_status_idx').on(t.status, t.jobId.desc()),
+    // The lists operators watch. Partial: a delivery enters it only when it needs someone, so the
+    // sale path (pending → delivered) writes no entry of it.
+    index('deliveries_attention_idx')
+      .on(t.status, t.jobId.desc())
+      .where(sql`${t.status} in ('unresolved', 'conflict', 'refund_due')`),
   ],
 );
