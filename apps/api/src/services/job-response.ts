@@ -40,9 +40,10 @@ export async function respondWithJob(c: Context<AppEnv>, job: JobRow) {
       // The job may have finished before the subscription: look once after subscribing.
       const [now] = await deps.db.select().from(jobs).where(eq(jobs.id, job.id));
       if (signal.aborted || (now && isFinalJobStatus(now.status))) waiter.cancel();
-      else if (await waiter.done) {
-        const [done] = await deps.db.select().from(jobs).where(eq(jobs.id, job.id));
-        if (done) row = done;
+      else if ((await waiter.done) || !signal.aborted) {
+        // Final or not, the answer says where the job is now (`delivering`, say, once it is debited).
+        const [later] = await deps.db.select().from(jobs).where(eq(jobs.id, job.id));
+        if (later) row = later;
       }
       if (now && isFinalJobStatus(now.status)) row = now;
     } finally {
