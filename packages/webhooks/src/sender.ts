@@ -47,7 +47,8 @@ interface Claimed {
   body: string;
   attempts: number;
   createdAt: Date;
-  claimedUntil: Date;
+  /** The lease as PostgreSQL wrote it (text, to the microsecond): this claim's token. */
+  claimedUntil: string;
   url: string;
   secret: string;
 }
@@ -176,7 +177,7 @@ export class WebhookSender {
           seller_id: string;
           payload: unknown;
           attempts: number;
-          created_at: Date;
+          created_ms: number;
           url: string | null;
           secret: string | null;
           is_active: boolean | null;
@@ -191,7 +192,8 @@ export class WebhookSender {
           limit ${scan}
           for update skip locked
         )
-        select d.id, d.seller_id, d.payload, d.attempts, d.created_at, e.url, e.secret, e.is_active
+        select d.id, d.seller_id, d.payload, d.attempts, e.url, e.secret, e.is_active,
+          extract(epoch from d.created_at)::float8 * 1000 as created_ms
         from webhook_deliveries d join due on due.id = d.id
         left join webhook_endpoints e on e.seller_id = d.seller_id
         order by d.next_attempt_at`;
@@ -213,15 +215,15 @@ export class WebhookSender {
           update webhook_deliveries set status = 'failed', last_error = 'webhook removed', claimed_until = null
           where id = any(${arrayLiteral(removed)}::text[])`;
       }
-      // Milliseconds only, so that the lease reads back into a Date exactly: it is this claim's token.
+      // Times travel as text and epoch numbers: the pool is Drizzle's, which leaves timestamps unparsed.
       const leased =
         taken.length === 0
           ? []
-          : await tx<Array<{ id: string; claimed_until: Date }>>`
+          : await tx<Array<{ id: string; claimed_until: string }>>`
               update webhook_deliveries
-              set claimed_until = date_trunc('milliseconds', now()) + ${leaseMs} * interval '1 millisecond'
+              set claimed_until = now() + ${leaseMs} * interval '1 millisecond'
               where id = any(${arrayLiteral(taken.map((r) => r.id))}::text[])
-              returning id, claimed_until`;
+              returning id, claimed_until::text as claimed_until`;
       const until = new Map(leased.map((r) => [r.id, r.claimed_until]));
       return {
         removed,
@@ -232,8 +234,8 @@ export class WebhookSender {
             // The stored body, the same text on every attempt.
             body: JSON.stringify(row.payload),
             attempts: row.attempts,
-            createdAt: row.created_at,
-            claimedUntil: until.get(row.id) as Date,
+            createdAt: new Date(row.created_ms),
+            claimedUntil: until.get(row.id) ?? '',
             url: row.url ?? '',
             secret: row.secret ?? '',
           }),
@@ -286,7 +288,8 @@ export class WebhookSender {
     await this.db.$client.begin(async (tx) => {
       await tx`
         insert into webhook_attempts (delivery_id, attempted_at, status_code, error, duration_ms)
-        values (${delivery.id}, ${attemptedAt}, ${outcome.statusCode}, ${outcome.error}, ${outcome.durationMs})`;
+        values (${delivery.id}, ${attemptedAt.toISOString()}::timestamptz, ${outcome.statusCode}, ${outcome.error},
+                ${outcome.durationMs})`;
       // A success counts whoever holds the claim now; a failure reschedules only under this
       // process's own claim (another process that took it over after the lease decides then).
       await tx`
@@ -295,11 +298,11 @@ export class WebhookSender {
           attempts = attempts + 1,
           last_status_code = ${outcome.statusCode},
           last_error = ${error},
-          next_attempt_at = ${next ?? attemptedAt},
-          delivered_at = ${ok ? new Date() : null},
+          next_attempt_at = ${(next ?? attemptedAt).toISOString()}::timestamptz,
+          delivered_at = case when ${ok} then now() end,
           claimed_until = null
         where id = ${delivery.id} and status = 'pending'
-          and (${ok} or claimed_until = ${delivery.claimedUntil})`;
+          and (${ok} or claimed_until = ${delivery.claimedUntil}::timestamptz)`;
     });
     const log = { delivery: delivery.id, seller: delivery.sellerId, attempts, status: outcome.statusCode };
     if (status === 'failed') this.logger.warn({ ...log, error }, 'webhook delivery failed: retry window over');
