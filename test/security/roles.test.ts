@@ -41,7 +41,8 @@ interface Row {
   method: string;
   /**
    * `{target}`, `{job}`, `{number}`: the target seller's things; `{pending}`: a fresh pending request;
-   * `{subject}`: another operator; `{me}`: the calling operator itself.
+   * `{subject}`: another operator; `{me}`: the calling operator itself; `{failed}`: a fresh failed
+   * webhook delivery of the target's.
    */
   path: string;
   body?: (w: World) => unknown;
@@ -72,6 +73,8 @@ const row = (
 
 const newSeller = () => ({ name: 'New shop', email: `${randomUUID()}@shops.test`, phone: '09121234567' });
 const newOperator = () => ({ email: `${randomUUID()}@ops.test`, name: 'New operator', role: 'admin' });
+/** A public address, so the default rules take it; nothing here waits for it to answer. */
+const TARGET_WEBHOOK = 'https://93.184.215.14/hooks/charge-sales';
 
 // biome-ignore format: aligned, the table reads like the contract's
 const matrix: Row[] = [
@@ -104,6 +107,12 @@ const matrix: Row[] = [
   row('POST /api/operators/{subject}/sessions/revoke',  [403, 403, 204, 204, 403, 403]),
   row('POST /api/operators/{me}/sessions/revoke',       [204, 204, 204, null, null, null]),
   row('GET /api/audit',                                 [403, 403, 200, 200, 403, 403]),
+  row('PUT /api/sellers/{target}/webhook',              [403, 403, 200, 200, 200, 403], () => ({ url: TARGET_WEBHOOK })),
+  row('GET /api/sellers/{target}/webhook',              [200, 200, 200, 200, 200, 403]),
+  row('POST /api/sellers/{target}/webhook/secret',      [403, 403, 200, 200, 200, 403]),
+  row('GET /api/sellers/{target}/webhook/deliveries',   [200, 200, 200, 200, 200, 403]),
+  row('POST /api/webhook-deliveries/{failed}/retry',    [403, 403, 202, 202, 403, 403]),
+  row('DELETE /api/sellers/{target}/webhook',           [403, 403, 204, 204, 204, 403]),
 ];
 
 const cells = matrix.flatMap((r) =>
@@ -128,7 +137,9 @@ async function fullSnapshot(sql: Sql) {
       (select count(*) from operator_sessions where ended_at is null) as open_sessions,
       (select md5(coalesce(string_agg(id::text || api_key_hash || is_active::text, ',' order by id), ''))
          from sellers) as seller_keys,
-      (select count(*) from audit_events) as audit_rows`;
+      (select count(*) from audit_events) as audit_rows,
+      (select md5(coalesce(string_agg(seller_id::text || url || secret || is_active::text, ',' order by seller_id), ''))
+         from webhook_endpoints) as webhooks`;
   return { ...(await dbSnapshot(sql)), ...extra };
 }
 
@@ -151,6 +162,12 @@ describe('roles: every /api route by viewer, approver, admin, bootstrap and sell
     client = new Client(system.baseUrl);
     w.target = await createSeller(client, 'Target');
     w.other = await createSeller(client, 'Other');
+    // Set before the target's first events, so that it has webhook deliveries to list.
+    const webhook = await client.request('PUT', `/api/sellers/${w.target.id}/webhook`, {
+      token: ADMIN_TOKEN,
+      body: { url: TARGET_WEBHOOK },
+    });
+    expect(webhook.status, JSON.stringify(webhook.body)).toBe(200);
     await fundSeller(client, w.target, 1_000_000);
     await fundSeller(client, w.other, 5_000);
     w.phoneNumber = '09127654321';
@@ -207,6 +224,14 @@ describe('roles: every /api route by viewer, approver, admin, bootstrap and sell
       });
       expect(pending.status).toBe(201);
       path = path.replace('{pending}', pending.body.id);
+    }
+    if (path.includes('{failed}')) {
+      const id = `msg_${randomUUID().replaceAll('-', '')}`;
+      await sql`
+        insert into webhook_deliveries (id, seller_id, event_type, payload, status, attempts)
+        values (${id}, ${w.target.id}, 'credit_request.approved', ${sql.json({ id, type: 'credit_request.approved', data: {} })},
+                'failed', 3)`;
+      path = path.replace('{failed}', id);
     }
     return path;
   }
@@ -268,6 +293,8 @@ describe('roles: every /api route by viewer, approver, admin, bootstrap and sell
       { who: 'approver', call: 'PATCH /api/operators/{me}',                  status: 403, body: () => ({ role: 'admin' }) },
       { who: 'viewer',   call: 'PATCH /api/sellers/{target}',                status: 400, body: () => ({ is_active: 'no' }) },
       { who: 'viewer',   call: 'PATCH /api/sellers/{target}',                status: 403, body: () => ({ is_active: false }) },
+      { who: 'viewer',   call: 'PUT /api/sellers/{target}/webhook',          status: 400, body: () => ({ url: 42 }) },
+      { who: 'viewer',   call: 'PUT /api/sellers/{target}/webhook',          status: 403, body: () => ({ url: TARGET_WEBHOOK }) },
     ];
     const codes: Record<number, string> = { 400: 'validation_error', 403: 'forbidden' };
     for (const c of checks)
