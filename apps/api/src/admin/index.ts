@@ -8,6 +8,7 @@ import { handleError, notFound } from '../errors.ts';
 import { type AdminEnv, wantsHtml } from './context.ts';
 import { auditPage } from './pages/audit.tsx';
 import { creditRequestsPage, processRequestsForm } from './pages/credit-requests.tsx';
+import { deliveriesPage, resolveDeliveryForm } from './pages/deliveries.tsx';
 import { ErrorPage } from './pages/error.tsx';
 import { loginPage, signIn, signOut, signOutEverywhere } from './pages/login.tsx';
 import { overviewPage } from './pages/overview.tsx';
@@ -92,6 +93,8 @@ export function registerAdminRoutes(app: OpenAPIHono<AppEnv>, deps: AppDeps) {
   admin.get('/', overviewPage);
   admin.get('/credit-requests', creditRequestsPage);
   admin.post('/credit-requests/process', processRequestsForm);
+  admin.get('/deliveries', deliveriesPage);
+  admin.post('/deliveries/:id/resolve', resolveDeliveryForm);
   admin.get('/sellers', sellersPage);
   admin.get('/sellers/:id', sellerPage);
   admin.post('/sellers/:id/active', setActiveForm);

@@ -66,7 +66,7 @@ svg.chart{display:block;width:100%;height:auto}
 code{font-size:.85em}
 `;
 
-type Section = 'overview' | 'requests' | 'sellers' | 'phones' | 'audit';
+type Section = 'overview' | 'requests' | 'deliveries' | 'sellers' | 'phones' | 'audit';
 
 /** The whole HTML document; the only style is inline, and no page runs any script. */
 export function Document(props: { title: string; children?: Child }) {
@@ -109,6 +109,7 @@ export function Layout(props: LayoutProps) {
         <strong>Charge Sales · operator</strong>
         {link('overview', '/admin', 'Overview')}
         {link('requests', '/admin/credit-requests', 'Credit requests')}
+        {link('deliveries', '/admin/deliveries', 'Deliveries')}
         {link('sellers', '/admin/sellers', 'Sellers')}
         {link('phones', '/admin/phone-numbers', 'Phone numbers')}
         {props.admin && link('audit', '/admin/audit', 'Audit')}

@@ -3,6 +3,7 @@ import { type LastHour, MINUTES, readLastHour } from '../../read-model/last-hour
 import { BarList, ColumnChart, figure } from '../charts.tsx';
 import type { AdminContext } from '../context.ts';
 import { Card, renderPage } from '../views.tsx';
+import { DeliveriesNeedingOperator, deliveryCounts } from './deliveries.tsx';
 
 /** The accessible names of the four charts: a test finds each by its role and the start of its name. */
 export const chartNames = {
@@ -112,7 +113,7 @@ function Charts({ hour }: { hour: LastHour }) {
 /** `GET /admin`: the last hour at a glance, the same numbers as `GET /api/overview`. */
 export async function overviewPage(c: AdminContext) {
   const { db, queues } = c.var.deps;
-  const hour = await readLastHour(db, queues);
+  const [hour, deliveries] = await Promise.all([readLastHour(db, queues), deliveryCounts(db)]);
   return renderPage(
     c,
     'Overview',
@@ -125,6 +126,7 @@ export async function overviewPage(c: AdminContext) {
         {hhmm(hour.submittedSince)} UTC is not counted. Reload the page for newer numbers;{' '}
         <code>GET /api/overview</code> gives them as JSON to the admin token.
       </p>
+      <DeliveriesNeedingOperator counts={deliveries} />
       <Charts hour={hour} />
     </>,
   );
