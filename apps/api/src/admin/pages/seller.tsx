@@ -1,7 +1,8 @@
 /** @jsxImportSource hono/jsx */
 
-import { transactionTypes } from '@cs/db';
+import { type Database, transactionTypes, webhookDeliveries, webhookEndpoints } from '@cs/db';
 import { reconcile } from '@cs/ledger';
+import { desc, eq } from 'drizzle-orm';
 import { ApiError } from '../../errors.ts';
 import { actorOf, requireAdmin } from '../../middleware/auth.ts';
 import { pendingTotals } from '../../read-model/credit-requests.ts';
@@ -14,8 +15,115 @@ import { setFlash } from '../flash.ts';
 import { safeNext } from '../session.ts';
 import { ActiveToggle, Card, Pager, ReconcileState, renderPage, rials, when } from '../views.tsx';
 
-const ledgerTypeLabel = { charge_sale: 'Charge sale', credit_increase: 'Credit increase', charge_refund: 'Refund' } as const;
+const ledgerTypeLabel = {
+  charge_sale: 'Charge sale',
+  credit_increase: 'Credit increase',
+  charge_refund: 'Refund',
+} as const;
 const rowsLabel = (n: number) => `${rials(n)} ${n === 1 ? 'row' : 'rows'}`;
+
+/** How many of a seller's latest webhook deliveries its page shows. */
+const WEBHOOK_ROWS = 20;
+
+/**
+ * The seller's webhook as its tables hold it, the secret left out (it is shown once, to the
+ * seller), and its latest deliveries: newest first by id (`msg_` and a UUIDv7), read along
+ * webhook_deliveries(seller_id, id desc).
+ */
+async function readWebhook(db: Database, sellerId: string) {
+  const [[endpoint], latest] = await Promise.all([
+    db
+      .select({ url: webhookEndpoints.url, isActive: webhookEndpoints.isActive, updatedAt: webhookEndpoints.updatedAt })
+      .from(webhookEndpoints)
+      .where(eq(webhookEndpoints.sellerId, sellerId)),
+    db
+      .select({
+        id: webhookDeliveries.id,
+        eventType: webhookDeliveries.eventType,
+        status: webhookDeliveries.status,
+        attempts: webhookDeliveries.attempts,
+        lastStatusCode: webhookDeliveries.lastStatusCode,
+        lastError: webhookDeliveries.lastError,
+        nextAttemptAt: webhookDeliveries.nextAttemptAt,
+        createdAt: webhookDeliveries.createdAt,
+      })
+      .from(webhookDeliveries)
+      .where(eq(webhookDeliveries.sellerId, sellerId))
+      .orderBy(desc(webhookDeliveries.id))
+      .limit(WEBHOOK_ROWS),
+  ]);
+  return { endpoint, latest };
+}
+
+const webhookPill = { pending: 'pending', delivered: 'approved', failed: 'rejected' } as const;
+
+function WebhookDeliveries(props: { webhook: Awaited<ReturnType<typeof readWebhook>> }) {
+  const { endpoint, latest } = props.webhook;
+  return (
+    <>
+      <h2>Webhook deliveries</h2>
+      <p data-webhook-url={endpoint?.url ?? ''}>
+        {endpoint ? (
+          <>
+            Webhook <code>{endpoint.url}</code>{' '}
+            {endpoint.isActive ? (
+              <span class="muted">· set {when(endpoint.updatedAt)}</span>
+            ) : (
+              <span class="pill">stopped: no new events are sent</span>
+            )}
+          </>
+        ) : (
+          <span class="muted">No webhook set: the seller polls for its results.</span>
+        )}
+      </p>
+      <table>
+        <thead>
+          <tr>
+            <th>Created</th>
+            <th>Event</th>
+            <th>Status</th>
+            <th class="num">Attempts</th>
+            <th class="num">Last status code</th>
+            <th>Next attempt</th>
+            <th>Last error</th>
+          </tr>
+        </thead>
+        <tbody>
+          {latest.length === 0 && (
+            <tr>
+              <td colspan={7} class="muted">
+                No webhook deliveries.
+              </td>
+            </tr>
+          )}
+          {latest.map((row) => (
+            <tr data-webhook-delivery={row.id}>
+              <td class="nowrap">{when(row.createdAt)}</td>
+              <td>
+                {row.eventType}
+                <div class="muted">
+                  <code>{row.id}</code>
+                </div>
+              </td>
+              <td>
+                <span class={`pill ${webhookPill[row.status]}`}>{row.status}</span>
+              </td>
+              <td class="num">{row.attempts}</td>
+              <td class="num">{row.lastStatusCode ?? '—'}</td>
+              <td class="nowrap">{row.status === 'pending' ? when(row.nextAttemptAt) : '—'}</td>
+              <td>{row.lastError ?? <span class="muted">—</span>}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {latest.length === WEBHOOK_ROWS && (
+        <p class="muted">
+          The latest {WEBHOOK_ROWS}; GET /api/sellers/{'{id}'}/webhook/deliveries lists them all.
+        </p>
+      )}
+    </>
+  );
+}
 
 const findSeller = (c: AdminContext) => findAccessibleSeller(c.var.deps.db, c.var.caller, c.req.param('id') ?? '');
 
@@ -25,10 +133,11 @@ export async function sellerPage(c: AdminContext) {
   const page = parseLedgerPage(readPageQuery(c));
   const seller = await findSeller(c);
   const type = transactionTypes.find((t) => t === c.req.query('type'));
-  const [[check], ledger, pending] = await Promise.all([
+  const [[check], ledger, pending, webhook] = await Promise.all([
     reconcile(db, { ledgerKey: config.LEDGER_HMAC_KEY, sellerId: seller.id }),
     readLedger(db, { sellerId: seller.id, type }, page),
     pendingTotals(db, seller.id),
+    readWebhook(db, seller.id),
   ]);
 
   return renderPage(
@@ -110,6 +219,7 @@ export async function sellerPage(c: AdminContext) {
         </tbody>
       </table>
       <Pager url={c.req.url} next={ledger.next_cursor} />
+      <WebhookDeliveries webhook={webhook} />
     </>,
   );
 }
