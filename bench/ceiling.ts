@@ -116,8 +116,8 @@ export class Ceiling {
       requests: 'ceiling',
       measures: (process) => process.startsWith('ceil-'),
       meters: this.meters,
-      queued: () => this.queued(),
-      settle: (label) => this.drain(label),
+      queued: async () => ({ jobs: await this.queued() }),
+      settle: async (label) => ({ jobs: await this.drain(label) }),
       stats: (_name, since) => this.ledgerStats(since),
       unreconciled: () => this.unreconciledSellers(),
       vacuum: async () => {
@@ -178,7 +178,10 @@ export class Ceiling {
       unfinished: 0,
       sales: rows,
       approvals: 0,
+      delivering: 0,
       ledgerRows: rows,
+      // It delivers nothing: its sale ends at the ledger row.
+      debited: 0,
       batches: row?.batches ?? 0,
       batchMs: Number.NaN,
       spanSeconds: row?.span ?? 0,

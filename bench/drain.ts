@@ -1,31 +1,57 @@
 /**
- * Waiting for the work a load left behind before its phase is read: the product's queued jobs,
- * and the sync server's requests still in flight.
+ * Waiting for the work a load left behind before its phase is read: the product's queued jobs and
+ * the deliveries of the sales it debited, and the sync server's requests still in flight.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Sql } from './direct-sale.ts';
 import { elapsed, fmt, log } from './output.ts';
 import { retrying } from './storage.ts';
 
-/** Jobs accepted and not yet final. */
-export async function backlog(sql: Sql): Promise<number> {
-  const [row] = await retrying(
-    () => sql<{ n: number }[]>`select count(*)::int as n from jobs where status in ('queued', 'processing')`,
-  );
-  return row?.n ?? 0;
+/**
+ * What is still to do: jobs accepted and not yet applied, and top-ups debited and not yet settled
+ * (absent where there are none to wait for: the sync server, the bare pipeline).
+ */
+export interface Backlog {
+  jobs: number;
+  deliveries?: number;
 }
 
-/** Waits for every accepted job to be final; returns how many were still unfinished at the timeout. */
-export async function drain(sql: Sql, label: string, timeoutMs: number): Promise<number> {
+export const backlogSize = (b: Backlog) => b.jobs + (b.deliveries ?? 0);
+
+/** How a backlog reads in the progress lines: `12 jobs queued, 340 deliveries pending`. */
+export const describeBacklog = (b: Backlog) =>
+  `${fmt(b.jobs)} jobs queued${b.deliveries === undefined ? '' : `, ${fmt(b.deliveries)} deliveries pending`}`;
+
+/**
+ * The product's backlog. A delivery is pending while the stage still asks the provider about it
+ * (`watching`: pending, unresolved) or its refund waits for the partition (`refund_due`). Both
+ * counts read a partial index (jobs_unfinished_idx, deliveries_due_idx) and the refund_due
+ * entries of the status index, so polling it does not scan the tables whose CPU the phase counts.
+ */
+export async function backlog(sql: Sql): Promise<Required<Backlog>> {
+  const [row] = await retrying(
+    () => sql<{ jobs: number; deliveries: number }[]>`
+      select (select count(*) from jobs where status in ('queued', 'processing'))::int as jobs,
+             ((select count(*) from deliveries where watching)
+               + (select count(*) from deliveries where status = 'refund_due'))::int as deliveries`,
+  );
+  return { jobs: row?.jobs ?? 0, deliveries: row?.deliveries ?? 0 };
+}
+
+/**
+ * Waits until every accepted job is applied and every delivery settled, so that the phase is read
+ * whole and the next one starts clean; returns what was still left at the timeout.
+ */
+export async function drain(sql: Sql, label: string, timeoutMs: number): Promise<Required<Backlog>> {
   const started = Date.now();
   let lastPrint = Date.now();
   for (;;) {
     const left = await backlog(sql);
-    if (left === 0) return 0;
+    if (backlogSize(left) === 0) return left;
     if (Date.now() - started > timeoutMs) return left;
     if (Date.now() - lastPrint >= 1000) {
       lastPrint = Date.now();
-      log(`    ${label}: draining, ${fmt(left)} jobs queued (${elapsed(started)})`);
+      log(`    ${label}: draining, ${describeBacklog(left)} (${elapsed(started)})`);
     }
     await sleep(100);
   }

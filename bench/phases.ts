@@ -7,7 +7,7 @@
 import type { Ceiling } from './ceiling.ts';
 import type { BenchContext } from './context.ts';
 import { connect, type DirectSale, sellInOneTransaction } from './direct-sale.ts';
-import { backlog, drain, settleSync } from './drain.ts';
+import { type Backlog, backlog, drain, settleSync } from './drain.ts';
 import type { BenchSeller, LoadPlan, LoadResult } from './load.ts';
 import type { PhaseName } from './options.ts';
 import { elapsed, fmt, log } from './output.ts';
@@ -30,10 +30,13 @@ export interface HttpTarget {
   measures: (process: string) => boolean;
   /** The backends and CPU of the database it writes. */
   meters: { waitSampler: WaitSampler; cpuMeter: CpuMeter };
-  /** Accepted work not yet committed, for the progress lines; absent where nothing is queued. */
-  queued?: () => Promise<number>;
+  /**
+   * Accepted work not yet committed, and the product's deliveries not yet settled, for the
+   * progress lines; absent where nothing is queued.
+   */
+  queued?: () => Promise<Backlog>;
   /** Waits for the work the load left behind; resolves with what was still unfinished at the timeout. */
-  settle: (label: string) => Promise<number>;
+  settle: (label: string) => Promise<Backlog>;
   /** The phase's figures from its database. */
   stats: (name: PhaseName, since: Date) => Promise<JobStats>;
   unreconciled: () => Promise<number>;
@@ -49,7 +52,7 @@ export interface PhaseResult {
   stats: JobStats;
   /** 2xx per second over the load (for the row-lock reference: commits per second). */
   acceptedPerSecond: number;
-  /** Jobs finished per second: jobs / (last finished_at − first submitted_at). */
+  /** Jobs committed per second: jobs / (last commit − first submitted_at); a sale commits at its debit. */
   committedPerSecond: number;
   salesPerSecond: number;
   rssMiB: Record<string, number>;
@@ -123,16 +126,22 @@ export class Phases {
     // The bare pipeline records neither when a job was submitted nor how long its transaction took.
     const batchMs = Number.isFinite(stats.batchMs) ? ` of ${fmt(stats.batchMs, 1)} ms on average` : '';
     const p99 = Number.isFinite(stats.p99) ? `, p99 ${fmt(stats.p99)} ms` : '';
+    const d = stats.delivery;
+    const delivery = d
+      ? `; delivery p50 ${fmt(d.p50, 1)} / p95 ${fmt(d.p95, 1)} / p99 ${fmt(d.p99, 1)} / max ${fmt(d.max)} ms, ` +
+        `${fmt(d.delivered)} delivered, ${fmt(d.pending)} pending` +
+        (d.refunded + d.other > 0 ? `, ${fmt(d.refunded)} refunded, ${fmt(d.other)} otherwise` : '')
+      : '';
     log(
       `  ${result.label}: ${fmt(stats.jobs)} jobs${approvals} in ${fmt(stats.batches)} transactions${batchMs}, ` +
-        `${fmt(result.committedPerSecond)} committed/s${p99}, ${result.unreconciled} unreconciled: ${verdict}`,
+        `${fmt(result.committedPerSecond)} committed/s${p99}${delivery}, ${result.unreconciled} unreconciled: ${verdict}`,
     );
     for (const p of result.problems) log(`    FAILED: ${p}`);
     for (const w of result.warnings) log(`    note: ${w}`);
   }
 
   private async vacuumProduct(): Promise<void> {
-    await retrying(() => this.ctx.sql`vacuum (analyze) sellers, jobs, transactions, phone_numbers`);
+    await retrying(() => this.ctx.sql`vacuum (analyze) sellers, jobs, transactions, phone_numbers, deliveries`);
   }
 
   /** The product's API or the sync server, both on the bench database. */
@@ -163,7 +172,7 @@ export class Phases {
       description: 'sync server',
       url: ctx.processes.syncUrl,
       measures: (process) => process === 'sync',
-      settle: () => settleSync(ctx.processes.syncUrl, config.drainTimeoutMs),
+      settle: async () => ({ jobs: await settleSync(ctx.processes.syncUrl, config.drainTimeoutMs) }),
     };
   }
 
@@ -235,7 +244,7 @@ export class Phases {
           .join(' ');
         const queued = target.queued
           ? target.queued().then(
-              (n) => `  queued ${fmt(n)}`,
+              (b) => `  queued ${fmt(b.jobs)}${b.deliveries === undefined ? '' : `  delivering ${fmt(b.deliveries)}`}`,
               () => '  queued ?',
             )
           : Promise.resolve('');

@@ -153,11 +153,13 @@ function printTable(results: PhaseResult[], config: Config): void {
   log(table(header, rows));
   log(
     'accepted/s: 2xx answers per second of load (row-lock: commits per second). committed/s: jobs of the phase / ' +
-      '(last finished_at − first submitted_at), after the queues drained. p50/p95/p99: submission → commit, from the ' +
-      'jobs table. jobs/tx: jobs per committing transaction. http p99: the load generator’s response time. ' +
+      '(last commit − first submitted_at), after the queues and deliveries drained. p50/p95/p99: submission → ' +
+      'commit, from the jobs table; a sale commits when its batch debits it (deliveries.debited_at), other jobs ' +
+      'at finished_at. jobs/tx: jobs per committing transaction. http p99: the load generator’s response time. ' +
       'peak RSS: max VmRSS sampled during the phase.',
   );
   log('');
+  printDeliveries(results);
   const groups = ['api', 'workers', 'redis', 'sync', 'bench', 'postgres'];
   // PostgreSQL's backends talk through send() and recv(), which /proc/<pid>/io does not count.
   const callGroups = groups.filter((g) => g !== 'postgres');
@@ -200,6 +202,38 @@ function printTable(results: PhaseResult[], config: Config): void {
       `the bench database (the bare pipeline's own for its phases). load generator: the ${config.load} process ` +
       '(not in the total).',
   );
+}
+
+/** The delivery stage of each product phase: debit → delivered, apart from the sale path's figures. */
+function printDeliveries(results: PhaseResult[]): void {
+  const withDelivery = results.filter((r) => r.stats.delivery);
+  if (withDelivery.length === 0) return;
+  log(
+    table(
+      ['delivery stage', 'debited', 'delivered', 'pending', 'not delivered', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms'],
+      withDelivery.map((r) => {
+        const d = r.stats.delivery as NonNullable<PhaseResult['stats']['delivery']>;
+        return [
+          r.label,
+          fmt(d.records),
+          fmt(d.delivered),
+          fmt(d.pending),
+          fmt(d.refunded + d.other),
+          fmt(d.p50, 1),
+          fmt(d.p95, 1),
+          fmt(d.p99, 1),
+          fmt(d.max, 1),
+        ];
+      }),
+    ),
+  );
+  log(
+    "delivery stage: the sales' top-ups, from the batch's write of the delivery (deliveries.debited_at) to " +
+      'delivered_at, over the delivered ones; pending: still on their way when the phase was read (after the ' +
+      `drain); not delivered: refunded, or ended otherwise. Provider: ${process.env.PROVIDER ?? 'simulator'} ` +
+      '(PROVIDER; the in-process simulator delivers an ordinary number within 0–50 ms).',
+  );
+  log('');
 }
 
 export interface Ratio {

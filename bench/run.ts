@@ -3,8 +3,9 @@
  * database to say how good the figures are. One command: it makes its own database and Redis
  * prefix, starts the API and N worker processes and the bench-only sync server as child
  * processes, seeds sellers through the API, drives each workload from a separate load-generator
- * process (bench/load.ts), waits for the queues to drain, reads latencies from the jobs table,
- * checks that every seller reconciles, prints a table, and exits non-zero if money went wrong.
+ * process (bench/load.ts), waits for the queues and the deliveries to drain, reads latencies from
+ * the jobs and deliveries tables, checks that every seller reconciles and every debited sale was
+ * delivered, prints a table, and exits non-zero if money went wrong.
  *
  * Options (`npm run bench -- --workers 3 --only hot,lockhot`): see `usage` in options.ts.
  */

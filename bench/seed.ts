@@ -76,7 +76,7 @@ async function fundSellers(ctx: BenchContext, sellers: BenchSeller[]): Promise<s
       select count(*)::int as n from sellers where credit_balance = ${FUNDING.toString()}::bigint`,
   );
   const problems: string[] = [];
-  if (left > 0) problems.push(`${left} funding jobs still unfinished`);
+  if (left.jobs > 0) problems.push(`${left.jobs} funding jobs still unfinished`);
   if (funded?.n !== sellers.length) problems.push(`${funded?.n ?? 0} of ${sellers.length} sellers were funded`);
   return problems;
 }

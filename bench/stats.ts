@@ -4,10 +4,11 @@
  * (which fail the run) and warnings, and the reconciliation of the sellers' balances and ledgers.
  */
 import type { Database } from '@cs/db';
-import { reconcile } from '@cs/ledger';
+import { reconcile, reconcileDeliveries } from '@cs/ledger';
 import type postgres from 'postgres';
 import { callApi } from './api-client.ts';
 import type { Sql } from './direct-sale.ts';
+import type { Backlog } from './drain.ts';
 import type { BenchSeller, LoadResult } from './load.ts';
 import { fmt, log } from './output.ts';
 import { retrying } from './storage.ts';
@@ -17,14 +18,40 @@ export interface JobStats {
   succeeded: number;
   rejected: number;
   failed: number;
+  /** Not yet applied: no debit and no outcome. */
   unfinished: number;
   sales: number;
   approvals: number;
+  /** Sales debited (a `charge_sale` ledger row) whose top-up is not settled yet: jobs `delivering`. */
+  delivering: number;
+  /** The jobs' own ledger rows (a sale's debit, an approval's credit); refunds apart. */
   ledgerRows: number;
+  /** Sales with a `charge_sale` row: each must have its delivery, and end delivered. */
+  debited: number;
   /** Applying transactions (batches) that committed the phase's jobs, and their mean span in ms. */
   batches: number;
   batchMs: number;
   spanSeconds: number;
+  /** Submission → commit (a sale's debit, another job's outcome), ms. */
+  p50: number;
+  p95: number;
+  p99: number;
+  max: number;
+  /** The delivery stage of the phase's sales; absent where there is none (the references). */
+  delivery?: DeliveryStats;
+}
+
+/** The delivery stage's figures: debit (the batch's write of the delivery) → delivered. */
+export interface DeliveryStats {
+  /** Delivery rows of the phase's jobs: one per debited sale. */
+  records: number;
+  delivered: number;
+  /** Still on their way when read: pending, unresolved, refund due. */
+  pending: number;
+  refunded: number;
+  /** Ended otherwise (a conflict). */
+  other: number;
+  /** delivered_at − debited_at over the delivered ones, ms; NaN when none was delivered. */
   p50: number;
   p95: number;
   p99: number;
@@ -33,39 +60,87 @@ export interface JobStats {
 
 /**
  * Figures of a phase from the jobs table: the jobs carry the load's request ids (`<phase>-<n>`).
- * Latency is submission (the API's insert) to the commit of the batch that applied the job
- * (finished_at, set by the batch's last statement before COMMIT).
+ * Latency is submission (the API's insert) to the commit of the batch that applied the job. A
+ * sale's batch debits it and writes its delivery (`deliveries.debited_at`, the batch's clock at
+ * that write, next to the ledger row); its job is final (`finished_at`) only once the delivery
+ * stage has settled the top-up, so a sale's commit is its debit, as it was before deliveries
+ * existed. Jobs without a delivery (refused sales, approvals, the references') keep
+ * `finished_at`, set by the batch's last statement before COMMIT. The delivery stage is measured
+ * apart: debited_at → delivered_at.
  */
 export async function jobStats(sql: Sql, tag: string, since: Date): Promise<JobStats> {
-  const query = (filter: postgres.PendingQuery<postgres.Row[]>) => sql<JobStats[]>`
+  type Row = Omit<JobStats, 'delivery'> & {
+    dRecords: number;
+    dDelivered: number;
+    dPending: number;
+    dRefunded: number;
+    dP50: number | null;
+    dP95: number | null;
+    dP99: number | null;
+    dMax: number | null;
+  };
+  const query = (filter: postgres.PendingQuery<postgres.Row[]>) => sql<Row[]>`
     with phase as (
-      select j.*, t.id as ledger_id from jobs j left join transactions t on t.job_id = j.id where ${filter}
+      select j.type, j.status, j.submitted_at, j.started_at, j.finished_at, t.id as ledger_id, t.type as ledger_type,
+             d.status as delivery_status, d.debited_at, d.delivered_at,
+             coalesce(d.debited_at, j.finished_at) as committed_at
+      from jobs j
+        left join transactions t on t.job_id = j.id and t.type <> 'charge_refund'
+        left join deliveries d on d.job_id = j.id
+      where ${filter}
     ), batches as (
       -- started_at is the applying transaction's now(): the same for every job of one batch.
-      select started_at, max(finished_at) as finished_at from phase where started_at is not null group by started_at
+      select started_at, max(committed_at) as committed_at from phase where started_at is not null group by started_at
     )
     select count(*)::int as jobs,
            count(*) filter (where status = 'succeeded')::int as succeeded,
            count(*) filter (where status = 'rejected')::int as rejected,
            count(*) filter (where status = 'failed')::int as failed,
-           count(*) filter (where finished_at is null)::int as unfinished,
+           count(*) filter (where committed_at is null)::int as unfinished,
            count(*) filter (where type = 'charge_sale' and status = 'succeeded')::int as sales,
            count(*) filter (where type = 'credit_approval')::int as approvals,
+           count(*) filter (where status = 'delivering')::int as delivering,
            count(ledger_id)::int as "ledgerRows",
+           count(*) filter (where ledger_type = 'charge_sale')::int as debited,
            (select count(*) from batches)::int as batches,
-           coalesce((select 1000 * extract(epoch from avg(finished_at - started_at)) from batches), 0)::float8 as "batchMs",
-           coalesce(extract(epoch from max(finished_at) - min(submitted_at)), 0)::float8 as "spanSeconds",
-           coalesce(1000 * percentile_cont(0.5) within group (order by extract(epoch from finished_at - submitted_at)), 0)::float8 as p50,
-           coalesce(1000 * percentile_cont(0.95) within group (order by extract(epoch from finished_at - submitted_at)), 0)::float8 as p95,
-           coalesce(1000 * percentile_cont(0.99) within group (order by extract(epoch from finished_at - submitted_at)), 0)::float8 as p99,
-           coalesce(1000 * extract(epoch from max(finished_at - submitted_at)), 0)::float8 as max
+           coalesce((select 1000 * extract(epoch from avg(committed_at - started_at)) from batches), 0)::float8 as "batchMs",
+           coalesce(extract(epoch from max(committed_at) - min(submitted_at)), 0)::float8 as "spanSeconds",
+           coalesce(1000 * percentile_cont(0.5) within group (order by extract(epoch from committed_at - submitted_at)), 0)::float8 as p50,
+           coalesce(1000 * percentile_cont(0.95) within group (order by extract(epoch from committed_at - submitted_at)), 0)::float8 as p95,
+           coalesce(1000 * percentile_cont(0.99) within group (order by extract(epoch from committed_at - submitted_at)), 0)::float8 as p99,
+           coalesce(1000 * extract(epoch from max(committed_at - submitted_at)), 0)::float8 as max,
+           count(debited_at)::int as "dRecords",
+           count(*) filter (where delivery_status = 'delivered')::int as "dDelivered",
+           count(*) filter (where delivery_status in ('pending', 'unresolved', 'refund_due'))::int as "dPending",
+           count(*) filter (where delivery_status = 'refunded')::int as "dRefunded",
+           (1000 * percentile_cont(0.5) within group (order by extract(epoch from delivered_at - debited_at)))::float8 as "dP50",
+           (1000 * percentile_cont(0.95) within group (order by extract(epoch from delivered_at - debited_at)))::float8 as "dP95",
+           (1000 * percentile_cont(0.99) within group (order by extract(epoch from delivered_at - debited_at)))::float8 as "dP99",
+           (1000 * extract(epoch from max(delivered_at - debited_at)))::float8 as "dMax"
     from phase`;
+  const toStats = ({ dRecords, dDelivered, dPending, dRefunded, dP50, dP95, dP99, dMax, ...job }: Row): JobStats => ({
+    ...job,
+    delivery:
+      dRecords === 0
+        ? undefined
+        : {
+            records: dRecords,
+            delivered: dDelivered,
+            pending: dPending,
+            refunded: dRefunded,
+            other: dRecords - dDelivered - dPending - dRefunded,
+            p50: dP50 ?? Number.NaN,
+            p95: dP95 ?? Number.NaN,
+            p99: dP99 ?? Number.NaN,
+            max: dMax ?? Number.NaN,
+          },
+  });
   const [tagged] = await retrying(() => query(sql`starts_with(coalesce(j.request_id, ''), ${`${tag}-`})`));
-  if (tagged && tagged.jobs > 0) return tagged;
+  if (tagged && tagged.jobs > 0) return toStats(tagged);
   // Request ids not carried through: phases run one after another, so the time window is exact.
   const [windowed] = await retrying(() => query(sql`j.submitted_at >= ${since}`));
   if (!windowed) throw new Error('job statistics returned nothing');
-  return windowed;
+  return toStats(windowed);
 }
 
 export interface Verdict {
@@ -74,29 +149,52 @@ export interface Verdict {
   warnings: string[];
 }
 
-/** The checks of an HTTP phase: every accepted job recorded and final, none failed, one ledger row per success. */
+/**
+ * The checks of an HTTP phase: every accepted job recorded and applied, none failed, one ledger
+ * row per job that took effect; for the product, every debited sale with its delivery, and every
+ * delivery ended delivered (the simulator delivers every ordinary number) within the drain.
+ */
 export function judgeHttpPhase(phase: {
   /** The product's API counts approvals among its jobs; the sync server and the bare pipeline take sales only. */
   kind: 'api' | 'sync' | 'ceiling';
   load: LoadResult;
   stats: JobStats;
-  /** Jobs (or sync requests) still unfinished when the drain timed out. */
-  left: number;
+  /** What was still left when the drain timed out (jobs, or sync requests; deliveries). */
+  left: Backlog;
   drainTimeoutMs: number;
   unreconciled: number;
 }): Verdict {
   const { kind, load, stats, left } = phase;
   const problems: string[] = [];
   const warnings: string[] = [];
+  const after = `${phase.drainTimeoutMs / 1000} s after the load`;
   if (load.ok === 0) problems.push('no request succeeded');
-  if (left > 0)
-    problems.push(`${fmt(left)} accepted jobs still unfinished ${phase.drainTimeoutMs / 1000} s after the load`);
+  if (left.jobs > 0) problems.push(`${fmt(left.jobs)} accepted jobs still unfinished ${after}`);
+  if ((left.deliveries ?? 0) > 0) problems.push(`${fmt(left.deliveries ?? 0)} deliveries still pending ${after}`);
   const acceptedJobs = kind === 'api' ? okCount(load, 'sale') + okCount(load, 'approval') : okCount(load, 'sale');
   if (stats.jobs < acceptedJobs)
     problems.push(`${fmt(acceptedJobs)} jobs accepted but only ${fmt(stats.jobs)} recorded`);
   if (stats.failed > 0) problems.push(`${fmt(stats.failed)} jobs failed`);
-  if (stats.ledgerRows !== stats.succeeded)
-    problems.push(`${fmt(stats.succeeded)} jobs succeeded but ${fmt(stats.ledgerRows)} ledger rows were written`);
+  // A debited sale keeps its ledger row while it is delivered, and after a refund (then `rejected`).
+  const refunded = stats.delivery?.refunded ?? 0;
+  const tookEffect = stats.succeeded + stats.delivering + refunded;
+  if (stats.ledgerRows !== tookEffect)
+    problems.push(`${fmt(tookEffect)} jobs took effect but ${fmt(stats.ledgerRows)} ledger rows were written`);
+  if (kind === 'api') {
+    const d = stats.delivery;
+    const records = d?.records ?? 0;
+    if (records !== stats.debited)
+      problems.push(`${fmt(stats.debited)} sales debited but ${fmt(records)} delivery records written`);
+    // Pending ones are the drain's line above (or were settled between the drain and the read).
+    const ended = records - (d?.pending ?? 0);
+    if (d && d.delivered < ended)
+      problems.push(
+        `${fmt(ended - d.delivered)} of ${fmt(records)} deliveries ended other than delivered ` +
+          `(${fmt(d.refunded)} refunded, ${fmt(d.other)} otherwise)`,
+      );
+    if (d && d.pending > 0 && (left.deliveries ?? 0) === 0)
+      problems.push(`${fmt(d.pending)} deliveries pending when the phase was read, after its drain`);
+  }
   if (stats.rejected > 0) warnings.push(`${fmt(stats.rejected)} jobs rejected (business refusals)`);
   if (load.notOk > 0) warnings.push(`non-2xx answers by status: ${JSON.stringify(nonOkStatuses(load))}`);
   if (load.errors > 0) warnings.push(`${fmt(load.errors)} connection errors, ${fmt(load.timeouts)} timeouts`);
@@ -163,12 +261,27 @@ export async function checkThroughApi(apiUrl: string, sellers: BenchSeller[]): P
   return problems;
 }
 
-/** Every seller against its ledger once more, after the last phase. */
+/**
+ * Every seller against its ledger once more, after the last phase, and every debited sale
+ * against its top-up (`reconcileDeliveries`): delivered, none refunded, none still on its way. The
+ * references' sales have no delivery (they are counted apart, as sales from before deliveries).
+ */
 export async function reconcileAll(db: Database, ledgerKey: string): Promise<string[]> {
   const all = await retrying(() => reconcile(db, { ledgerKey }));
   const bad = all.filter((r) => !r.isReconciled);
   log(
     `\nreconcile: ${all.length - bad.length} of ${all.length} sellers reconcile (reconcile(db) after the last phase)`,
   );
-  return bad.length > 0 ? [`${bad.length} of ${all.length} sellers do not reconcile`] : [];
+  const problems = bad.length > 0 ? [`${bad.length} of ${all.length} sellers do not reconcile`] : [];
+  const d = await retrying(() => reconcileDeliveries(db, { pendingTooLongMs: 60_000 }));
+  const withDelivery = d.sales - d.withoutDelivery;
+  log(
+    `reconcile deliveries: ${fmt(d.delivered)} of ${fmt(withDelivery)} debited sales delivered, ` +
+      `${fmt(d.inProgress)} on their way, ${fmt(d.refunded)} refunded, ${fmt(d.conflicts)} conflicts ` +
+      `(${fmt(d.withoutDelivery)} sales of the references, without a delivery; reconcileDeliveries(db))`,
+  );
+  if (!d.ok) problems.push(`reconcileDeliveries: ${JSON.stringify(d)}`);
+  if (d.delivered !== withDelivery)
+    problems.push(`${fmt(withDelivery - d.delivered)} of ${fmt(withDelivery)} debited sales not delivered at the end`);
+  return problems;
 }
