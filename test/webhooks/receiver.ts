@@ -12,10 +12,10 @@ export interface Received {
 }
 
 /**
- * What a receiver answers a request with: a status, or `hang` (read the request, never answer,
- * as a dead or overloaded server does).
+ * What a receiver answers a request with: a status, at once or after a while, or `hang` (read
+ * the request, never answer, as a dead or overloaded server does).
  */
-export type Answer = number | 'hang';
+export type Answer = number | { status: number; afterMs: number } | 'hang';
 
 /**
  * A seller's webhook server for the tests, on loopback: it records every POST and answers as the
@@ -46,7 +46,12 @@ export class Receiver {
           this.hanging.add(res);
           return;
         }
-        res.writeHead(answer, { 'content-type': 'text/plain' }).end(answer < 300 ? 'ok' : 'nope');
+        const { status, afterMs } = typeof answer === 'number' ? { status: answer, afterMs: 0 } : answer;
+        const reply = () => res.writeHead(status, { 'content-type': 'text/plain' }).end(status < 300 ? 'ok' : 'nope');
+        if (afterMs > 0) {
+          this.hanging.add(res);
+          setTimeout(reply, afterMs);
+        } else reply();
       });
     });
     this.server.on('connection', (socket) => {
