@@ -116,16 +116,17 @@ export class WebhookSender {
 
   /**
    * Stops claiming, and lets the posts in flight finish and be recorded (each is bounded by the
-   * timeout). Deliveries not yet claimed stay pending for any process to claim.
+   * timeout), waiting `waitMs` at most (a process's shutdown may allow less). Deliveries not yet
+   * claimed stay pending for any process to claim; those still in flight when it returns are
+   * posted again by another process once their claim expires.
    */
-  async stop(): Promise<void> {
+  async stop(waitMs = this.settings.timeoutMs + 5000): Promise<void> {
     this.running = false;
     clearInterval(this.timer);
     await this.claiming;
-    const bound = this.settings.timeoutMs + 5000;
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'late'>((resolve) => {
-      timer = setTimeout(() => resolve('late'), bound);
+      timer = setTimeout(() => resolve('late'), waitMs);
     });
     const outcome = await Promise.race([Promise.allSettled([...this.inFlight]).then(() => 'done' as const), late]);
     clearTimeout(timer);
