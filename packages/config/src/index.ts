@@ -116,7 +116,7 @@ const schema = z.object({
   /** How long one call to the provider may take; past it the answer is unclear, never a failure. */
   PROVIDER_TIMEOUT_MS: z.coerce.number().int().min(50).max(120_000).default(5000),
   /** Provider calls in flight at once in one worker process. */
-  DELIVERY_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(64),
+  DELIVERY_CONCURRENCY: z.coerce.number().int().min(1).max(5000).default(256),
   /** The first wait before asking the provider again about an unclear top-up; it doubles each time. */
   DELIVERY_RETRY_FIRST_MS: z.coerce.number().int().min(10).max(600_000).default(1000),
   /** The longest wait between two questions to the provider. */

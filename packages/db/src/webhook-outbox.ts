@@ -13,6 +13,9 @@ export interface WebhookEvent {
 /** The connection of the effect's transaction: the news never commits without the effect. */
 type Connection = TransactionSql<{ bigint: bigint }>;
 
+/** A webhook delivery's id, its `webhook-id`: `msg_` and a UUIDv7, so ids sort by when they were drawn. */
+export const newWebhookId = () => `msg_${uuidv7().replaceAll('-', '')}`;
+
 /**
  * Writes the events as webhook deliveries, in the caller's transaction (an outbox: an effect and
  * the news of it commit together, or neither does). One statement whatever the number of events;
@@ -23,7 +26,7 @@ export async function insertWebhookEvents(conn: Connection, events: readonly Web
   if (events.length === 0) return;
   const at = new Date().toISOString();
   const rows = events.map((e) => {
-    const id = `msg_${uuidv7().replaceAll('-', '')}`;
+    const id = newWebhookId();
     return { id, seller_id: e.sellerId, type: e.type, payload: { id, type: e.type, created_at: at, data: e.data } };
   });
   await conn`

@@ -1,5 +1,5 @@
-import { type Actor, arrayLiteral, auditRow, type Database, insertWebhookEvents, type WebhookEvent } from '@cs/db';
-import type { TransactionSql } from 'postgres';
+import { type Actor, arrayLiteral, auditRow, type Database, newWebhookId } from '@cs/db';
+import type { Sql, TransactionSql } from 'postgres';
 
 /**
  * Every move of a delivery's record, in one place: the delivery stage's (the provider's answers),
@@ -96,90 +96,84 @@ export interface SettledJob {
  */
 export async function settleDelivered(db: Database, items: readonly Delivered[]): Promise<SettledJob[]> {
   if (items.length === 0) return [];
+  const byOperator = items.filter((i) => i.resolvedBy);
+  if (byOperator.length === 0) return settle(db.$client, items);
+  return db.$client.begin(async (tx) => {
+    const settled = await settle(tx, items);
+    for (const item of byOperator) {
+      if (settled.some((s) => s.jobId === item.jobId))
+        await auditResolution(tx, item.jobId, 'delivered', item.resolvedBy);
+    }
+    return settled;
+  });
+}
+
+/**
+ * The settlement as one statement, so the common case (the provider's answer, no operator) is one
+ * round trip and needs no transaction of its own: a statement is atomic. Its parts read the
+ * deliveries and jobs it moved (the RETURNING of the steps before), so the phone totals and the
+ * webhook events count exactly the top-ups settled now. A webhook id is drawn beforehand for every
+ * item, as the outbox draws them; an item not settled, or of a seller without a webhook, leaves
+ * its id unused.
+ */
+async function settle(
+  conn: Sql<{ bigint: bigint }> | TransactionSql<{ bigint: bigint }>,
+  items: readonly Delivered[],
+): Promise<SettledJob[]> {
   const values = items.map((d) => ({
     id: d.jobId,
     reference: d.providerReference,
     attempts: d.attempts,
     resolved_by: d.resolvedBy?.name ?? null,
+    webhook_id: newWebhookId(),
   }));
-  return db.$client.begin(async (tx) => {
-    const settled = await tx<
-      Array<{
-        job_id: string;
-        seller_id: string;
-        provider: string;
-        debited_at: string;
-        job: Record<string, unknown>;
-        phone_number: string;
-        amount: bigint;
-      }>
-    >`
-      with v as (
-        select * from jsonb_to_recordset(${JSON.stringify(values)}::jsonb)
-          as v(id uuid, reference text, attempts int, resolved_by text)
-      ), d as (
-        update deliveries as d set status = 'delivered', delivered_at = now(), updated_at = now(),
-          provider_reference = coalesce(v.reference, d.provider_reference), attempts = greatest(d.attempts, v.attempts),
-          claimed_until = null,
-          -- An operator's word is not the provider's: it is still asked, so a contradiction shows.
-          watching = v.resolved_by is not null,
-          next_attempt_at = now(),
-          resolution = case when v.resolved_by is null then d.resolution else 'delivered' end,
-          resolved_by = coalesce(v.resolved_by, d.resolved_by),
-          resolved_at = case when v.resolved_by is null then d.resolved_at else now() end
-        from v where d.job_id = v.id and d.status in ('pending', 'unresolved')
-        returning d.*
-      ), j as (
-        update jobs as j set status = 'succeeded', finished_at = clock_timestamp(),
-          result = j.result || jsonb_build_object('delivery', jsonb_build_object(
-            'status', 'delivered', 'provider', d.provider, 'provider_reference', d.provider_reference,
-            'delivered_at', d.delivered_at, 'attempts', d.attempts))
-        from d where j.id = d.job_id and j.status = 'delivering'
-        returning j.id, j.type, j.seller_id, j.status, j.submitted_at, j.finished_at, j.result, j.error
-      )
-      select d.job_id, d.seller_id, d.provider, d.debited_at, d.phone_number, d.amount,
-             jsonb_build_object('job_id', j.id, 'type', j.type, 'seller_id', j.seller_id, 'status', j.status,
-               'submitted_at', j.submitted_at, 'finished_at', j.finished_at, 'result', j.result, 'error', j.error) as job
-      from d join j on j.id = d.job_id
-      order by d.job_id`;
-    if (settled.length === 0) return [];
-    await addPhoneTotals(tx, settled);
-    const events: WebhookEvent[] = settled.map((s) => ({
-      sellerId: s.seller_id,
-      type: 'charge_sale.succeeded',
-      data: s.job,
-    }));
-    await insertWebhookEvents(tx, events);
-    const audits = items.filter((i) => i.resolvedBy && settled.some((s) => s.job_id === i.jobId));
-    for (const item of audits) await auditResolution(tx, item.jobId, 'delivered', item.resolvedBy);
-    return settled.map((s) => ({
-      jobId: s.job_id,
-      sellerId: s.seller_id,
-      provider: s.provider,
-      debitedAt: new Date(s.debited_at),
-    }));
-  });
-}
-
-/** One upsert, totals summed per number first (a number may appear twice). */
-async function addPhoneTotals(tx: Connection, rows: ReadonlyArray<{ phone_number: string; amount: bigint }>) {
-  const totals = new Map<string, { total: bigint; count: number }>();
-  for (const row of rows) {
-    const entry = totals.get(row.phone_number) ?? { total: 0n, count: 0 };
-    entry.total += row.amount;
-    entry.count += 1;
-    totals.set(row.phone_number, entry);
-  }
-  const values = [...totals]
-    .sort(([a], [b]) => (a < b ? -1 : 1))
-    .map(([number, t]) => ({ number, total: t.total.toString(), count: t.count }));
-  await tx`
-    insert into phone_numbers (number, total_charged, charge_count)
-    select v.number, v.total::bigint, v.count
-    from jsonb_to_recordset(${JSON.stringify(values)}::jsonb) as v(number text, total text, count bigint)
-    on conflict (number) do update set
-      total_charged = phone_numbers.total_charged + excluded.total_charged,
-      charge_count = phone_numbers.charge_count + excluded.charge_count`;
+  const rows = await conn<Array<{ job_id: string; seller_id: string; provider: string; debited_at: string }>>`
+    with v as (
+      select * from jsonb_to_recordset(${JSON.stringify(values)}::jsonb)
+        as v(id uuid, reference text, attempts int, resolved_by text, webhook_id text)
+    ), d as (
+      update deliveries as d set status = 'delivered', delivered_at = now(), updated_at = now(),
+        provider_reference = coalesce(v.reference, d.provider_reference), attempts = greatest(d.attempts, v.attempts),
+        claimed_until = null,
+        -- An operator's word is not the provider's: it is still asked, so a contradiction shows.
+        watching = v.resolved_by is not null,
+        next_attempt_at = now(),
+        resolution = case when v.resolved_by is null then d.resolution else 'delivered' end,
+        resolved_by = coalesce(v.resolved_by, d.resolved_by),
+        resolved_at = case when v.resolved_by is null then d.resolved_at else now() end
+      from v where d.job_id = v.id and d.status in ('pending', 'unresolved')
+      returning d.*
+    ), j as (
+      update jobs as j set status = 'succeeded', finished_at = clock_timestamp(),
+        result = j.result || jsonb_build_object('delivery', jsonb_build_object(
+          'status', 'delivered', 'provider', d.provider, 'provider_reference', d.provider_reference,
+          'delivered_at', d.delivered_at, 'attempts', d.attempts))
+      from d where j.id = d.job_id and j.status = 'delivering'
+      returning j.id, j.type, j.seller_id, j.status, j.submitted_at, j.finished_at, j.result, j.error
+    ), phones as (
+      -- One row per number (a number may be topped up twice at once), in number order.
+      insert into phone_numbers (number, total_charged, charge_count)
+      select d.phone_number, sum(d.amount), count(*) from d join j on j.id = d.job_id
+      group by d.phone_number order by d.phone_number
+      on conflict (number) do update set
+        total_charged = phone_numbers.total_charged + excluded.total_charged,
+        charge_count = phone_numbers.charge_count + excluded.charge_count
+    ), hooks as (
+      insert into webhook_deliveries (id, seller_id, event_type, payload)
+      select v.webhook_id, j.seller_id, 'charge_sale.succeeded',
+             jsonb_build_object('id', v.webhook_id, 'type', 'charge_sale.succeeded', 'created_at', now(),
+               'data', jsonb_build_object('job_id', j.id, 'type', j.type, 'seller_id', j.seller_id, 'status', j.status,
+                 'submitted_at', j.submitted_at, 'finished_at', j.finished_at, 'result', j.result, 'error', j.error))
+      from j join v on v.id = j.id
+      join webhook_endpoints e on e.seller_id = j.seller_id and e.is_active
+    )
+    select d.job_id, d.seller_id, d.provider, d.debited_at from d join j on j.id = d.job_id order by d.job_id`;
+  return rows.map((s) => ({
+    jobId: s.job_id,
+    sellerId: s.seller_id,
+    provider: s.provider,
+    debitedAt: new Date(s.debited_at),
+  }));
 }
 
 /**
@@ -198,7 +192,7 @@ export async function markRefundDue(
         attempts = greatest(attempts, ${d.attempts}), claimed_until = null, updated_at = now(),
         watching = ${d.resolvedBy !== undefined}, next_attempt_at = now(),
         resolution = ${d.resolvedBy ? 'refund' : null}, resolved_by = ${d.resolvedBy?.name ?? null},
-        resolved_at = ${d.resolvedBy ? new Date() : null}
+        resolved_at = ${d.resolvedBy ? new Date().toISOString() : null}
       where job_id = ${jobId} and status in ('pending', 'unresolved')
       returning partition`;
     if (row && d.resolvedBy) await auditResolution(tx, jobId, 'refund', d.resolvedBy);
@@ -238,7 +232,7 @@ export async function scheduleNextAsk(
   d: { attempts: number; nextAttemptAt: Date; lastError: string | null; giveUp: boolean },
 ): Promise<boolean> {
   const [row] = await db.$client<Array<{ gave_up_now: boolean }>>`
-    update deliveries as d set attempts = greatest(d.attempts, ${d.attempts}), next_attempt_at = ${d.nextAttemptAt},
+    update deliveries as d set attempts = greatest(d.attempts, ${d.attempts}), next_attempt_at = ${d.nextAttemptAt.toISOString()},
       last_error = ${d.lastError}, claimed_until = null, updated_at = now(),
       status = case when ${d.giveUp} and d.status = 'pending' then 'unresolved' else d.status end,
       gave_up_at = case when ${d.giveUp} and d.status = 'pending' then now() else d.gave_up_at end
