@@ -2,7 +2,7 @@
 
 import { type Database, transactionTypes, webhookDeliveries, webhookEndpoints } from '@cs/db';
 import { reconcile } from '@cs/ledger';
-import { desc, eq } from 'drizzle-orm';
+import { eq, sql } from 'drizzle-orm';
 import { ApiError } from '../../errors.ts';
 import { actorOf, requireAdmin } from '../../middleware/auth.ts';
 import { pendingTotals } from '../../read-model/credit-requests.ts';
@@ -49,7 +49,8 @@ async function readWebhook(db: Database, sellerId: string) {
       })
       .from(webhookDeliveries)
       .where(eq(webhookDeliveries.sellerId, sellerId))
-      .orderBy(desc(webhookDeliveries.id))
+      // As the index is ordered (DESC NULLS LAST): a plain `desc` would not read it in order.
+      .orderBy(sql`${webhookDeliveries.id} desc nulls last`)
       .limit(WEBHOOK_ROWS),
   ]);
   return { endpoint, latest };
