@@ -1,3 +1,4 @@
+import { webhookDeliveryStatuses } from '@cs/db';
 import { reconcile } from '@cs/ledger';
 import { createMiddleware } from 'hono/factory';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
@@ -9,7 +10,6 @@ import type { JobEvents } from './job-events.ts';
 const RECONCILE_EVERY_MS = 60_000;
 /** Its first run, soon after the process starts. */
 const FIRST_RECONCILE_MS = 5_000;
-
 /**
  * Prometheus metrics of the deployment as this API process sees it. Job outcomes and latencies
  * come from the workers' job events, which every API process receives: scrape one API process
@@ -47,6 +47,20 @@ export class Metrics {
     help: 'When the last background reconciliation of every seller finished (alert when it grows old)',
     registers: [this.registry],
   });
+  private readonly deliveryOutcomes = new Counter({
+    name: 'delivery_outcomes_total',
+    help: "Top-ups settled or stuck, by provider and outcome (delivered, refund_due, unresolved, conflict), as the workers' delivery stage reports them",
+    labelNames: ['provider', 'outcome'],
+    registers: [this.registry],
+  });
+  private readonly deliveryLatency = new Histogram({
+    name: 'delivery_latency_seconds',
+    help: 'Time from a sale being debited to its top-up reaching that outcome, by provider and outcome',
+    labelNames: ['provider', 'outcome'],
+    // From the simulator's 50 ms to DELIVERY_GIVE_UP_AFTER's default of a day.
+    buckets: [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 6 * 3600, 24 * 3600, 48 * 3600],
+    registers: [this.registry],
+  });
   private reconcileTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -76,6 +90,75 @@ export class Metrics {
       const type = event.type ?? 'unknown';
       this.jobs.inc({ type, outcome: event.status });
       if (event.latency_ms !== undefined) this.latency.observe({ type }, event.latency_ms / 1000);
+    });
+    jobEvents.onAny((event) => {
+      const delivery = event.delivery;
+      if (!delivery) return;
+      const labels = { provider: delivery.provider, outcome: delivery.outcome };
+      this.deliveryOutcomes.inc(labels);
+      this.deliveryLatency.observe(labels, Math.max(0, delivery.latency_ms) / 1000);
+    });
+    const db = deps.db;
+    /** A count read at scrape; on an error the gauge keeps its last value and the scrape goes on. */
+    const countOf = async (what: string, query: () => Promise<Array<{ count: number }>>): Promise<number | null> => {
+      try {
+        const [row] = await query();
+        return row?.count ?? 0;
+      } catch (err) {
+        deps.logger.warn({ err }, `${what} unavailable for the metrics`);
+        return null;
+      }
+    };
+    // Counted from PostgreSQL at each scrape: the record, which a restart or a second API process
+    // agrees on. The statuses are written in the SQL, not sent as parameters: only then may a
+    // prepared statement's plan use the partial index deliveries_attention_idx (unresolved,
+    // conflict, refund_due), a short range of it, and never read the delivered ones.
+    new Gauge({
+      name: 'deliveries_unresolved',
+      help: 'Deliveries the provider has not known for DELIVERY_GIVE_UP_AFTER, waiting for an operator (see /admin/deliveries)',
+      registers: [this.registry],
+      async collect() {
+        const count = await countOf(
+          'unresolved deliveries',
+          () => db.$client`select count(*)::int as count from deliveries where status = 'unresolved'`,
+        );
+        if (count !== null) this.set(count);
+      },
+    });
+    new Gauge({
+      name: 'deliveries_in_conflict',
+      help: "Deliveries whose provider's late answer contradicts the operator's resolution (alert when above 0; see /admin/deliveries?status=conflict)",
+      registers: [this.registry],
+      async collect() {
+        const count = await countOf(
+          'deliveries in conflict',
+          () => db.$client`select count(*)::int as count from deliveries where status = 'conflict'`,
+        );
+        if (count !== null) this.set(count);
+      },
+    });
+    new Gauge({
+      name: 'webhook_deliveries',
+      help: 'Webhook deliveries created in the last 48 hours, by status (pending, delivered, failed), counted at scrape',
+      labelNames: ['status'],
+      registers: [this.registry],
+      async collect() {
+        // Only recent ones: webhook_deliveries has no index on status, so counting all of it would
+        // read the whole table, which grows with every event. Ids are `msg_` and a UUIDv7 in hex,
+        // whose first 12 digits are the creation's milliseconds: the window is a range of the
+        // primary key. 48 hours is twice the default retry window (WEBHOOK_RETRY_FOR), so a delivery
+        // that failed at the end of its window is still counted for a day.
+        try {
+          const rows = await db.$client<Array<{ status: string; count: number }>>`
+            select status, count(*)::int as count from webhook_deliveries
+            where id >= 'msg_' || lpad(to_hex((extract(epoch from now() - interval '48 hours') * 1000)::bigint), 12, '0')
+            group by status`;
+          for (const status of webhookDeliveryStatuses)
+            this.set({ status }, rows.find((r) => r.status === status)?.count ?? 0);
+        } catch (err) {
+          deps.logger.warn({ err }, 'webhook delivery counts unavailable for the metrics');
+        }
+      },
     });
     const queues = deps.queues;
     new Gauge({
