@@ -2,6 +2,9 @@
 // 2 sellers, 10 credit requests of 1,000,000 approved, 1,000 sales of 5,000 from 32 clients.
 // Each sale asks to wait for its result (Prefer: wait), so its latency is submission → committed
 // (of the attempt that was accepted: one refused with 429 is sent again after its Retry-After).
+// Then the delivery of a top-up, on a third seller: one sale delivered, and one to 09990000001,
+// which the simulator declines at once, refunded by a charge_refund row; their final jobs and the
+// seller's ledger are printed.
 //   BASE_URL (default http://127.0.0.1:3000)   ADMIN_TOKEN (required)
 import { randomUUID } from 'node:crypto';
 
@@ -144,6 +147,82 @@ console.table({
   'p99 latency': { value: `${percentile(latencies, 99).toFixed(1)} ms` },
   'wall time': { value: `${((performance.now() - started) / 1000).toFixed(2)} s` },
 });
-const ok = rows.every((r) => r.reconciled && r.balance === '2500000') && outcomes.succeeded === 1000;
-console.log(ok ? 'demo passed: both sellers at 2,500,000 and reconciled' : 'demo FAILED: see the table above');
+
+// The delivery of a top-up: the sale is debited, then the provider delivers it (succeeded), or
+// refuses it for certain and a charge_refund row gives the amount back (rejected, delivery_failed).
+console.log('\nDelivery of a top-up (a third seller, 100,000 credited; the simulator declines 09990000001):');
+const shop = await call('POST', '/api/sellers', adminToken, {
+  name: 'Demo Delivery',
+  email: `${randomUUID()}@demo.example`,
+  phone: '09120000000',
+});
+const shopRequest = await call('POST', '/api/credit-requests', shop.api_key, { seller: shop.id, amount: 100_000 });
+await call(
+  'POST',
+  `/api/credit-requests/${shopRequest.id}/process`,
+  adminToken,
+  { action: 'approve' },
+  { prefer: 'wait=30' },
+);
+
+/** A sale's job once final: Prefer: wait for up to 30 s, then polling (a slow provider takes longer). */
+async function finalSale(phone: string, amount: number): Promise<any> {
+  let job = await call(
+    'POST',
+    '/api/charge-sales',
+    shop.api_key,
+    { seller_id: shop.id, phone_number: phone, amount },
+    { prefer: 'wait=30' },
+  );
+  const deadline = Date.now() + 60_000;
+  while (!['succeeded', 'rejected', 'failed'].includes(job.status) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 500));
+    job = await call('GET', `/api/jobs/${job.job_id}`, adminToken);
+  }
+  return job;
+}
+
+const deliveredJob = await finalSale('09351234567', 20_000);
+console.log(`\nA delivered sale of 20,000 to 09351234567: ${deliveredJob.status}`);
+console.log(JSON.stringify(deliveredJob, null, 2));
+const refundedJob = await finalSale('09990000001', 30_000);
+console.log(`\nA refused sale of 30,000 to 09990000001: ${refundedJob.status} (${refundedJob.error?.code})`);
+console.log(JSON.stringify(refundedJob, null, 2));
+
+const refunds = await call('GET', `/api/transactions?seller_id=${shop.id}&type=charge_refund`, adminToken);
+const refundRow = refunds.items.find((t: any) => t.id === refundedJob.error?.refund_transaction_id);
+const ledger = await call('GET', `/api/sellers/${shop.id}/transactions`, adminToken);
+console.log("\nThe seller's ledger, oldest first: the refund is a row of its own, the sale's row is never edited");
+console.table(
+  [...ledger.items].reverse().map((t: any) => ({
+    id: t.id,
+    type: t.type,
+    amount: t.amount,
+    balance_after: t.balance_after,
+    phone: t.phone_number ?? '',
+  })),
+);
+console.log('The refund row:');
+console.log(JSON.stringify(refundRow, null, 2));
+const shopCheck = await call('GET', `/api/sellers/${shop.id}/reconcile`, adminToken);
+const deliveryOk =
+  deliveredJob.status === 'succeeded' &&
+  deliveredJob.result?.delivery?.status === 'delivered' &&
+  refundedJob.status === 'rejected' &&
+  refundedJob.error?.code === 'delivery_failed' &&
+  refundRow?.amount === '30000' &&
+  shopCheck.is_reconciled &&
+  shopCheck.current_balance === '80000';
+console.log(
+  deliveryOk
+    ? `delivery: one sale delivered, one refunded by ledger row #${refundRow.id}; Demo Delivery at 80,000 and reconciled`
+    : 'delivery FAILED: see the jobs and the ledger above',
+);
+
+const ok = rows.every((r) => r.reconciled && r.balance === '2500000') && outcomes.succeeded === 1000 && deliveryOk;
+console.log(
+  ok
+    ? 'demo passed: both sellers at 2,500,000 and reconciled, a top-up delivered and one refunded'
+    : 'demo FAILED: see the tables above',
+);
 process.exit(ok ? 0 : 1);
