@@ -27,6 +27,8 @@ export async function decideDelivery(
   const { db, queues } = deps;
   const delivery = await readDelivery(db, id);
   if (!delivery) throw notFound('Delivery');
+  // Only an unresolved delivery is the operator's to decide (a status never goes back to pending).
+  if (delivery.status === 'pending') throw new ApiError('delivery_pending', 'The provider is still being asked');
   const by = { name: who.caller.operator.name, actor: actorOf(who.caller), ip: who.ip };
   // Each move is guarded by the status it leaves, in the same statement: an operator and the
   // provider's answer (or two operators) racing each other leave exactly one decision.
