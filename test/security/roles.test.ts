@@ -107,6 +107,10 @@ const matrix: Row[] = [
   row('POST /api/operators/{subject}/sessions/revoke',  [403, 403, 204, 204, 403, 403]),
   row('POST /api/operators/{me}/sessions/revoke',       [204, 204, 204, null, null, null]),
   row('GET /api/audit',                                 [403, 403, 200, 200, 403, 403]),
+  row('GET /api/deliveries',                            [200, 200, 200, 200, 403, 403]),
+  row('GET /api/deliveries/{job}',                      [200, 200, 200, 200, 403, 403]),
+  // The target's sale is delivered already: whoever may resolve gets 409, and nothing moves.
+  row('POST /api/deliveries/{job}/resolve',             [403, 409, 409, 409, 403, 403], () => ({ outcome: 'refund' })),
   row('PUT /api/sellers/{target}/webhook',              [403, 403, 200, 200, 200, 403], () => ({ url: TARGET_WEBHOOK })),
   row('GET /api/sellers/{target}/webhook',              [200, 200, 200, 200, 200, 403]),
   row('POST /api/sellers/{target}/webhook/secret',      [403, 403, 200, 200, 200, 403]),

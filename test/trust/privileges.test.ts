@@ -168,6 +168,7 @@ describe('connected as the application role, history cannot be rewritten', () =>
     expect(triggers).toEqual([
       { tgname: 'transactions_no_truncate', tgenabled: 'O' },
       { tgname: 'transactions_no_update_or_delete', tgenabled: 'O' },
+      { tgname: 'transactions_refund_matches_sale', tgenabled: 'O' },
     ]);
     const [leftovers] = await owner`
       select (select count(*)::int from pg_class where relname = ${probe}) as relations,
