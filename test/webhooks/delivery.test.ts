@@ -5,7 +5,7 @@ import { createSeller, fundSeller, type TestSeller, waitForJob } from '../suppor
 import { Client } from '../support/http.ts';
 import { ADMIN_TOKEN, System } from '../support/system.ts';
 import { type Answer, type Received, Receiver, verified, verifies, writeEvents } from './receiver.ts';
-import { startSenders, WEBHOOK_ENV } from './senders.ts';
+import { WEBHOOK_ENV } from './senders.ts';
 
 /**
  * Webhooks end to end: a seller sets its webhook through the API, its sales and credit requests
@@ -20,17 +20,15 @@ describe('webhook deliveries', () => {
   let system: System;
   let client: Client;
   let receiver: Receiver;
-  let senders: ReturnType<typeof startSenders>;
   const sql = testSql();
   const outbox = createDb(inject('databaseUrl'), { max: 2 });
 
   beforeAll(async () => {
-    [system, receiver] = await Promise.all([System.start({ workers: 1, env: WEBHOOK_ENV }), Receiver.start()]);
+    // Two workers: each posts from the outbox, and each delivery is posted by one of them at a time.
+    [system, receiver] = await Promise.all([System.start({ workers: 2, env: WEBHOOK_ENV }), Receiver.start()]);
     client = new Client(system.baseUrl);
-    senders = startSenders(2);
   });
   afterAll(async () => {
-    await senders?.stop();
     await system?.stop();
     await receiver?.stop();
     await sql.end();

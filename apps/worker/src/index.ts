@@ -14,6 +14,7 @@ import {
   refundMessageId,
   requireSamePartitionCount,
 } from '@cs/queue';
+import { WebhookSender, webhookSenderSettings } from '@cs/webhooks';
 import type { Queue } from 'bullmq';
 import { DatabaseProbe } from './database-probe.ts';
 import { DeliveryStage } from './delivery-stage.ts';
@@ -80,6 +81,27 @@ const committer = new Batcher<readonly JobRef[], Map<string, JobOutcome>>(
   { maxBatch: config.PARTITIONS, maxInFlight: 1 },
 );
 
+// Webhooks to the sellers' servers, from the outbox the batches and the delivery stage write. A
+// pool of its own: slow receivers never take the connections the batches and deliveries use.
+const webhookPool = createDb(config.DATABASE_URL, {
+  max: 3,
+  idleInTransactionTimeoutMs: config.JOB_LOCK_MS,
+  prepare: config.DATABASE_PREPARE,
+});
+const webhooks = new WebhookSender({ db: webhookPool.db, logger, settings: webhookSenderSettings(config) });
+webhooks.start();
+// A commit that wrote events wakes the sender, at most every 100 ms: a look per batch would cost
+// PostgreSQL a query for each of hundreds of batches a second, most of them with no webhook.
+let webhookWakeDue = false;
+const wakeWebhooks = () => {
+  if (webhookWakeDue) return;
+  webhookWakeDue = true;
+  setTimeout(() => {
+    webhookWakeDue = false;
+    webhooks.wake();
+  }, 100).unref();
+};
+
 // The top-ups of debited sales, delivered outside the partitions (see DeliveryStage).
 const provider = createProvider({
   provider: config.PROVIDER,
@@ -108,6 +130,7 @@ const deliveries = new DeliveryStage({
     pollMs: config.DELIVERY_POLL_MS,
   },
   publish: publishJobEvents,
+  onEvents: wakeWebhooks,
   queueRefund: async (jobId, partition) => {
     let queue = refundQueues.get(partition);
     if (!queue) {
@@ -149,6 +172,7 @@ const manager = new PartitionManager({
       stalledIntervalMs: config.STALLED_INTERVAL_MS,
       processBatch: (jobs) => committer.submit(jobs),
       onDebited: (debited) => deliveries.take(debited, provider.name),
+      onCommitted: wakeWebhooks,
     }),
 });
 manager.start();
@@ -176,6 +200,9 @@ async function stop(signal: string) {
   await manager.stop();
   await deliveries.stop();
   await provider.close();
+  // Posts in flight finish within the shutdown's own bound; the rest are claimed again later.
+  await webhooks.stop(Math.max(1000, config.SHUTDOWN_TIMEOUT_MS - 2000));
+  await webhookPool.close();
   for (const queue of refundQueues.values()) await queue.close().catch(() => {});
   await probe.stop();
   await redis.quit().catch(() => {});

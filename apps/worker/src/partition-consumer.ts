@@ -33,6 +33,8 @@ export interface ConsumerOptions {
   processBatch: (jobs: readonly JobRef[]) => Promise<Map<string, JobOutcome>>;
   /** Receives the sales a batch debited, whose deliveries this process now holds. */
   onDebited: (deliveries: NewDelivery[]) => void;
+  /** Called after each commit that decided something: it may have written webhook events. */
+  onCommitted: () => void;
 }
 
 interface Held {
@@ -204,6 +206,7 @@ export class PartitionConsumer {
           }
           void this.publish(events);
           if (debited.length > 0) this.options.onDebited(debited);
+          if (events.length > 0) this.options.onCommitted();
         } catch (error) {
           for (const h of batch) h.reject(error);
         }
