@@ -173,13 +173,13 @@ export interface Span {
  * are one transaction.
  */
 export async function transactionSpans(sql: Sql, sellerIds: readonly string[]): Promise<Span[]> {
-  const rows = await sql<{ seller_id: string; started_at: Date; finished_at: Date; jobs: bigint }[]>`
-    select seller_id::text, started_at, finished_at, count(*)::bigint as jobs
+  const rows = await sql<{ seller_id: string; started_at: Date; applied_at: Date; jobs: bigint }[]>`
+    select seller_id::text, started_at, applied_at, count(*)::bigint as jobs
     from jobs
     where seller_id = any(${sellerIds as string[]}::uuid[]) and started_at is not null
-    group by seller_id, started_at, finished_at
-    order by seller_id, started_at, finished_at`;
-  return rows.map((r) => ({ sellerId: r.seller_id, start: r.started_at, end: r.finished_at, jobs: Number(r.jobs) }));
+    group by seller_id, started_at, applied_at
+    order by seller_id, started_at, applied_at`;
+  return rows.map((r) => ({ sellerId: r.seller_id, start: r.started_at, end: r.applied_at, jobs: Number(r.jobs) }));
 }
 
 /** Pairs of one seller's transactions whose spans overlap: two transactions held it at once. */

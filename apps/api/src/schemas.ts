@@ -176,7 +176,10 @@ export const deliverySchema = z
     debited_at: z.string(),
     delivered_at: z.string().nullable(),
     gave_up_at: z.string().nullable(),
-    next_attempt_at: z.string().nullable().openapi({ description: 'When the provider is next asked; null once it is not' }),
+    next_attempt_at: z
+      .string()
+      .nullable()
+      .openapi({ description: 'When the provider is next asked; null once it is not' }),
     resolution: z.enum(deliveryResolutions).nullable(),
     resolved_by: z.string().nullable(),
     resolved_at: z.string().nullable(),

@@ -144,10 +144,7 @@ export class DeliveryStage {
       const next = this.waiting.shift() as { task: DeliveryTask; fresh: boolean };
       this.inFlight++;
       void this.work(next.task, next.fresh)
-        .catch((err: unknown) => {
-          // Left as it is: its lease runs out and it is asked again.
-          this.deps.logger.warn({ err: (err as Error).message, jobId: next.task.jobId }, 'delivery step failed');
-        })
+        .catch((err: unknown) => this.failed(next.task, err))
         .finally(() => {
           this.inFlight--;
           if (this.inFlight === 0 && this.waiting.length === 0) this.idle?.();
@@ -191,6 +188,20 @@ export class DeliveryStage {
       default:
         await this.askLater(task, attempts, answer.kind === 'unclear' ? answer.detail : answer.kind);
     }
+  }
+
+  /**
+   * A step that failed on our side (PostgreSQL unavailable, a conflict): asked about again soon,
+   * status first. If even that cannot be written, the lease runs out and it is taken up then.
+   */
+  private async failed(task: DeliveryTask, err: unknown): Promise<void> {
+    this.deps.logger.warn({ err: (err as Error).message, jobId: task.jobId }, 'delivery step failed; asking again');
+    await scheduleNextAsk(this.deps.db, task.jobId, {
+      attempts: task.attempts,
+      nextAttemptAt: new Date(Date.now() + this.deps.settings.retryFirstMs),
+      lastError: (err as Error).message,
+      giveUp: false,
+    }).catch(() => {});
   }
 
   private async refund(task: DeliveryTask, reason: string, attempts: number): Promise<void> {

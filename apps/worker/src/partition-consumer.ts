@@ -193,7 +193,9 @@ export class PartitionConsumer {
               const o = outcomes.get(id);
               // A message naming no job of this partition announces nothing: there is no change.
               if (!o || o.ignored) continue;
-              if (o.delivery && !o.replayed) debited.push(o.delivery);
+              // Its own partition's consumer sends it, once, even if a stray message named it here too.
+              if (o.delivery && !o.replayed && o.delivery.partition === this.options.partition)
+                debited.push(o.delivery);
               events.push({
                 job_id: o.jobId,
                 status: o.status,

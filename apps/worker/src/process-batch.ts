@@ -27,7 +27,9 @@ export async function processBatch(deps: BatchDeps, refs: readonly JobRef[]): Pr
   const outcomes = new Map<string, JobOutcome>();
   try {
     for (const outcome of await withRetry(deps, () => applyJobs(deps.db, refs, deps.ledgerKey, deps.rules))) {
-      outcomes.set(outcome.jobId, outcome);
+      // A job named by its own partition's message and by a stray one has two outcomes: what was
+      // decided, and the stray's "ignored". The decision is the one its partition must see.
+      if (!outcome.ignored || !outcomes.has(outcome.jobId)) outcomes.set(outcome.jobId, outcome);
     }
   } catch (error) {
     if (deps.signal.aborted) throw error;

@@ -9,7 +9,7 @@ import { describeConnectionError } from './errors.ts';
  */
 const TABLE_PRIVILEGES: Record<string, { update: string[] }> = {
   sellers: { update: ['credit_balance', 'is_active', 'ledger_head', 'api_key_hash'] },
-  jobs: { update: ['status', 'result', 'error', 'started_at', 'finished_at'] },
+  jobs: { update: ['status', 'result', 'error', 'started_at', 'applied_at', 'finished_at'] },
   credit_requests: { update: ['status', 'processed_by', 'processed_at', 'first_approved_by', 'first_approved_at'] },
   transactions: { update: [] },
   phone_numbers: { update: ['total_charged', 'charge_count'] },

@@ -678,7 +678,7 @@ async function writeProcessedRequests(conn: Connection, processed: ProcessedRequ
  * Inserts the ledger rows and records the jobs' outcomes in one statement (one round trip: a
  * data-modifying WITH runs whether or not the rest reads it). Rows
  * carry the ids drawn under the seller locks and the hmacs sealed with them. started_at is when the
- * transaction held its locks, finished_at the clock when its writes were done: the span in which
+ * transaction held its locks, applied_at the clock when its writes were done: the span in which
  * it held its sellers. Two spans of one seller that overlap would mean two transactions held it at
  * once; the transaction's own start (now()) would not tell, since a transaction may begin, then
  * wait for a seller another one holds (a stalled worker's batch, resumed, behind its successor's).
@@ -717,7 +717,7 @@ async function writeLedgerAndOutcomes(
       from jsonb_array_elements(${JSON.stringify(rows)}::jsonb) as e(row)
     ), clock as (select clock_timestamp() as ts)
     update jobs as j set status = v.status, result = v.result, error = v.error, started_at = ${lockedAt}::timestamptz,
-      finished_at = case when v.status = 'delivering' then null else clock.ts end
+      applied_at = clock.ts, finished_at = case when v.status = 'delivering' then null else clock.ts end
     from jsonb_to_recordset(${JSON.stringify(results)}::jsonb) as v(id uuid, status text, result jsonb, error jsonb)
       cross join clock
     where j.id = v.id`;

@@ -44,7 +44,7 @@ export function submitJob(deps: AppDeps, submission: Submission): Promise<Accept
   return deps.submitter.submit(submission);
 }
 
-type Prepared = Omit<JobRow, 'submittedAt' | 'status' | 'result' | 'error' | 'startedAt' | 'finishedAt'>;
+type Prepared = Omit<JobRow, 'submittedAt' | 'status' | 'result' | 'error' | 'startedAt' | 'appliedAt' | 'finishedAt'>;
 
 /**
  * Accepts jobs: records each in PostgreSQL, then puts it on its seller's partition queue. The
@@ -149,6 +149,7 @@ export class JobSubmitter {
                 error: null,
                 submittedAt,
                 startedAt: null,
+                appliedAt: null,
                 finishedAt: null,
               },
               created: true,

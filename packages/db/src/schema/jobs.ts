@@ -62,8 +62,13 @@ export const jobs = pgTable(
     result: jsonb('result'),
     error: jsonb('error'),
     submittedAt: timestamp('submitted_at', { withTimezone: true }).notNull().defaultNow(),
-    /** When the transaction that decided the job held its locks; with finished_at, the span it held its seller. */
+    /** When the transaction that decided the job held its locks; with applied_at, the span it held its seller. */
     startedAt: timestamp('started_at', { withTimezone: true }),
+    /**
+     * The clock once that transaction had written: a sale's debit, an approval's decision. A sale
+     * is final later, once its top-up is delivered or refunded (finished_at).
+     */
+    appliedAt: timestamp('applied_at', { withTimezone: true }),
     finishedAt: timestamp('finished_at', { withTimezone: true }),
   },
   (t) => [
