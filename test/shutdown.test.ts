@@ -99,11 +99,18 @@ describe('graceful shutdown', () => {
       await release();
       expect(await exited, system.recentLogs()).toBe(0);
 
-      // That very transaction committed: the job rows it wrote carry its transaction id.
+      // That very transaction committed: the ledger rows it wrote carry its transaction id (the
+      // jobs rows were written again since, when their top-ups were delivered).
       const committed = await sql<{ id: string; status: string; seller_id: string }[]>`
-        select id, status, seller_id from jobs where xmin::text = ${batch?.xid ?? ''}`;
+        select j.id, j.status, j.seller_id from transactions t join jobs j on j.id = t.job_id
+        where t.xmin::text = ${batch?.xid ?? ''}`;
       expect(committed.length, 'jobs committed by the batch in hand').toBeGreaterThan(0);
-      expect(committed.filter((j) => j.status !== 'succeeded').map((j) => `${j.id}: ${j.status}`)).toEqual([]);
+      const final = await inParallel(
+        committed.map((j) => j.id),
+        8,
+        (id) => waitForJob(client, id),
+      );
+      expect(final.filter((j) => j.status !== 'succeeded').map((j) => `${j.job_id}: ${j.status}`)).toEqual([]);
       const heldIds = new Set(heldSellers.map((s) => s.id));
       expect(committed.every((j) => heldIds.has(j.seller_id))).toBe(true);
       console.log(

@@ -68,6 +68,8 @@ export class System {
       // of the limits set their own.
       SELLER_RATE_LIMIT: '1000000',
       AUTH_FAILURE_LIMIT: '1000000',
+      // A killed worker's deliveries move on after 3 s rather than 30: fault tests wait for them.
+      DELIVERY_LEASE_MS: '3000',
       ...options.env,
     };
     const system = new System(port, env);
@@ -142,7 +144,9 @@ export class System {
   }
 
   private spawn(entry: string, name: string, extraEnv: Record<string, string> = {}): ChildProcess {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(root, entry)], {
+    // TEST_PROCESS_NODE runs the processes under test on another Node.js than the tests' own (the
+    // machine's older one, say), to prove the product still runs there.
+    const child = spawn(process.env.TEST_PROCESS_NODE ?? process.execPath, ['--import', 'tsx', join(root, entry)], {
       cwd: root,
       env: { ...this.env, ...extraEnv },
       stdio: ['ignore', 'pipe', 'pipe'],
