@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Database } from '@cs/db';
 import type { Provider, SendAnswer, StatusAnswer } from '@cs/delivery';
 import {
@@ -13,6 +14,9 @@ import {
 } from '@cs/ledger';
 import { Batcher, type DeliveryOutcome, type JobEvent } from '@cs/queue';
 import type { Logger } from 'pino';
+
+/** How long a settlement waits for others to join its statement. */
+const SETTLE_GATHER_MS = 10;
 
 export interface DeliverySettings {
   concurrency: number;
@@ -62,9 +66,12 @@ export class DeliveryStage {
   private readonly settler: Batcher<Delivered, boolean>;
 
   constructor(private readonly deps: DeliveryDeps) {
-    // Deliveries that end together are written together: under load one transaction settles many.
+    // Deliveries that end together are written together: under load one statement settles many.
+    // Each waits up to SETTLE_GATHER_MS for others to join, so settlements come as a few dozen a
+    // statement rather than a few (each statement is planned and committed on its own).
     this.settler = new Batcher(
       async (items) => {
+        await sleep(SETTLE_GATHER_MS);
         const settled = await settleDelivered(deps.db, items);
         const now = Date.now();
         deps.publish(
@@ -79,7 +86,7 @@ export class DeliveryStage {
         const done = new Set(settled.map((s) => s.jobId));
         return items.map((i) => done.has(i.jobId));
       },
-      { maxBatch: 200, maxInFlight: 2 },
+      { maxBatch: 500, maxInFlight: 1 },
     );
   }
 

@@ -1,5 +1,5 @@
 import { type Actor, arrayLiteral, auditRow, type Database, newWebhookId } from '@cs/db';
-import type { Sql, TransactionSql } from 'postgres';
+import type { TransactionSql } from 'postgres';
 
 /**
  * Every move of a delivery's record, in one place: the delivery stage's (the provider's answers),
@@ -97,7 +97,17 @@ export interface SettledJob {
 export async function settleDelivered(db: Database, items: readonly Delivered[]): Promise<SettledJob[]> {
   if (items.length === 0) return [];
   const byOperator = items.filter((i) => i.resolvedBy);
-  if (byOperator.length === 0) return settle(db.$client, items);
+  if (byOperator.length === 0) {
+    return db.$client.begin(async (tx) => {
+      // The provider's answer commits without waiting for the WAL flush. Safe: the debit is
+      // committed and flushed already, and a settlement lost with a crash only leaves the
+      // delivery pending; it is asked about again, the provider answers delivered again, and it
+      // settles then, phone totals and webhook event with it, once (the move is guarded by status).
+      // An operator's decision, with its audit row, waits for the flush as usual.
+      await tx`select set_config('synchronous_commit', 'off', true)`;
+      return settle(tx, items);
+    });
+  }
   return db.$client.begin(async (tx) => {
     const settled = await settle(tx, items);
     for (const item of byOperator) {
@@ -109,17 +119,13 @@ export async function settleDelivered(db: Database, items: readonly Delivered[])
 }
 
 /**
- * The settlement as one statement, so the common case (the provider's answer, no operator) is one
- * round trip and needs no transaction of its own: a statement is atomic. Its parts read the
+ * The settlement as one statement. Its parts read the
  * deliveries and jobs it moved (the RETURNING of the steps before), so the phone totals and the
  * webhook events count exactly the top-ups settled now. A webhook id is drawn beforehand for every
  * item, as the outbox draws them; an item not settled, or of a seller without a webhook, leaves
  * its id unused.
  */
-async function settle(
-  conn: Sql<{ bigint: bigint }> | TransactionSql<{ bigint: bigint }>,
-  items: readonly Delivered[],
-): Promise<SettledJob[]> {
+async function settle(conn: TransactionSql<{ bigint: bigint }>, items: readonly Delivered[]): Promise<SettledJob[]> {
   const values = items.map((d) => ({
     id: d.jobId,
     reference: d.providerReference,
