@@ -374,7 +374,7 @@ describe.skipIf(unavailable !== undefined && !required)('workers on three hosts,
       await until(
         `host ${host.number} waiting inside its batch transaction on a held seller`,
         async () => {
-          // Its transaction id: the job rows it decides carry it (xmin) once it commits.
+          // Its transaction id: the ledger rows it writes carry it (xmin) once it commits.
           const [row] = await db<{ xid: string | null; ago: number }[]>`
             select backend_xid::text as xid, extract(epoch from now() - xact_start) * 1000 as ago from pg_stat_activity
             where client_addr = ${host.links.postgres.hostAddress}::inet and wait_event_type = 'Lock'`;
@@ -414,10 +414,11 @@ describe.skipIf(unavailable !== undefined && !required)('workers on three hosts,
     await net.heal(host, 'redis');
     const healAt = Date.now();
     const rejoinMs = await timeUntil(async () => (await leaseHosts()).includes(host.number), 30_000, healAt);
-    // The job rows the cut host's waiting transaction decided carry its transaction id.
+    // The ledger rows the cut host's waiting transaction wrote carry its transaction id (the job
+    // rows were written again since, when their top-ups were delivered).
     const [decided] = await db<{ n: number; all: number }[]>`
-      select count(*) filter (where id = any(${inFlight}::uuid[]))::int as n, count(*)::int as all
-      from jobs where xmin::text = ${waiting?.xid ?? '0'}`;
+      select count(*) filter (where job_id = any(${inFlight}::uuid[]))::int as n, count(*)::int as all
+      from transactions where xmin::text = ${waiting?.xid ?? '0'}`;
     console.log(
       `hosts: 1. host ${host.number} cut off from Redis for ${seconds(REDIS_CUT_MS)} with ${inFlight.length} jobs open ` +
         `on its ${partitions.length} partitions (its transaction waiting at the cut, begun ` +

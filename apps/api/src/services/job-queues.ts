@@ -1,5 +1,5 @@
-import type { RedisClient } from '@cs/queue';
-import { deliver, openPartitionQueue, partitionOf } from '@cs/queue';
+import type { JobEvent, RedisClient } from '@cs/queue';
+import { deliver, jobEventsChannel, openPartitionQueue, partitionOf } from '@cs/queue';
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
 
@@ -35,6 +35,17 @@ export class JobQueues {
    */
   async deliver(partition: number, queueJobId: string, jobIds: string[]): Promise<void> {
     await deliver(this.queue(partition), [{ id: queueJobId, jobIds }]);
+  }
+
+  /**
+   * Tells every API process of job changes made here rather than by a worker (an operator's
+   * decision on a delivery): waiting clients, event streams and the metrics hear of it as of any
+   * other. Best effort, as the workers' own: the record is PostgreSQL.
+   */
+  async publish(events: JobEvent[]): Promise<void> {
+    await this.redis
+      .publish(jobEventsChannel(this.prefix), JSON.stringify(events))
+      .catch((err: Error) => this.logger.warn({ err: err.message }, 'could not publish job events'));
   }
 
   /** BullMQ's view of a job still unfinished in PostgreSQL: is a worker holding its message right now? */

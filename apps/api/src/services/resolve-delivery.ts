@@ -34,8 +34,12 @@ export async function decideDelivery(
   // provider's answer (or two operators) racing each other leave exactly one decision.
   const moved =
     outcome === 'delivered'
-      ? (await settleDelivered(db, [{ jobId: delivery.jobId, providerReference: null, attempts: 0, resolvedBy: by }]))
-          .length > 0
+      ? await settleDelivered(db, [
+          { jobId: delivery.jobId, providerReference: null, attempts: 0, resolvedBy: by },
+        ]).then(async (settled) => {
+          await queues.publish(settled.map((s) => ({ job_id: s.jobId, status: 'succeeded', type: 'charge_sale' })));
+          return settled.length > 0;
+        })
       : await markRefundDue(db, delivery.jobId, {
           reason: 'resolved_by_operator',
           attempts: delivery.attempts,
