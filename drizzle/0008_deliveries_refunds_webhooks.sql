@@ -27,7 +27,11 @@ CREATE TABLE "deliveries" (
 	CONSTRAINT "deliveries_resolution_valid" CHECK ("deliveries"."resolution" is null or "deliveries"."resolution" in ('delivered', 'refund')),
 	CONSTRAINT "deliveries_amount_positive" CHECK ("deliveries"."amount" > 0),
 	CONSTRAINT "deliveries_refunded_has_refund" CHECK ("deliveries"."status" <> 'refunded' or "deliveries"."refund_transaction_id" is not null),
-	CONSTRAINT "deliveries_resolved_recorded" CHECK (("deliveries"."resolution" is null) = ("deliveries"."resolved_by" is null and "deliveries"."resolved_at" is null))
+	CONSTRAINT "deliveries_resolved_recorded" CHECK (("deliveries"."resolution" is null) = ("deliveries"."resolved_by" is null and "deliveries"."resolved_at" is null)),
+	CONSTRAINT "deliveries_delivered_recorded" CHECK ("deliveries"."status" <> 'delivered' or "deliveries"."delivered_at" is not null),
+	CONSTRAINT "deliveries_unresolved_recorded" CHECK ("deliveries"."status" <> 'unresolved' or "deliveries"."gave_up_at" is not null),
+	CONSTRAINT "deliveries_refund_has_reason" CHECK ("deliveries"."status" not in ('refund_due', 'refunded') or "deliveries"."provider_reason" is not null),
+	CONSTRAINT "deliveries_conflict_recorded" CHECK ("deliveries"."status" <> 'conflict' or ("deliveries"."resolution" is not null and "deliveries"."conflict_at" is not null))
 );
 --> statement-breakpoint
 CREATE TABLE "webhook_attempts" (

@@ -1,46 +1,11 @@
-import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { join } from 'node:path';
 import { migrateDatabase } from '@cs/db';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { isolatedDatabase, testSql } from './support/db.ts';
 import { balanceOf, createSeller, fundSeller, waitForJob } from './support/factories.ts';
-import { Client } from './support/http.ts';
+import { Client, readEventStream } from './support/http.ts';
+import { runReconcile } from './support/reconcile.ts';
 import { ADMIN_TOKEN, System } from './support/system.ts';
-
-interface SseEvent {
-  event: string;
-  data: any;
-}
-
-/** Reads a whole event stream until the server closes it. */
-async function readEvents(url: string, token: string, timeoutMs = 30_000): Promise<SseEvent[]> {
-  const res = await fetch(url, {
-    headers: { authorization: `Bearer ${token}` },
-    signal: AbortSignal.timeout(timeoutMs),
-  });
-  expect(res.headers.get('content-type')).toContain('text/event-stream');
-  const text = await res.text();
-  return text
-    .split('\n\n')
-    .filter((block) => block.includes('data:'))
-    .map((block) => {
-      const lines = block.split('\n');
-      return {
-        event:
-          lines
-            .find((l) => l.startsWith('event:'))
-            ?.slice(6)
-            .trim() ?? 'message',
-        data: JSON.parse(
-          lines
-            .filter((l) => l.startsWith('data:'))
-            .map((l) => l.slice(5).trim())
-            .join('\n'),
-        ),
-      };
-    });
-}
 
 describe('operations: pushed results, metrics, OpenAPI, health, reconcile', () => {
   let system: System;
@@ -68,7 +33,7 @@ describe('operations: pushed results, metrics, OpenAPI, health, reconcile', () =
       token: seller.apiKey,
       body: { seller_id: seller.id, phone_number: '09121234567', amount: 2500 },
     });
-    const stream = readEvents(`${system.baseUrl}/api/jobs/${sale.body.job_id}/events`, seller.apiKey);
+    const stream = readEventStream(`${system.baseUrl}/api/jobs/${sale.body.job_id}/events`, seller.apiKey);
     await new Promise((r) => setTimeout(r, 500));
     system.startWorker();
     const events = await stream;
@@ -86,7 +51,7 @@ describe('operations: pushed results, metrics, OpenAPI, health, reconcile', () =
       body: { seller_id: seller.id, phone_number: '09121234567', amount: 2500 },
     });
     await waitForJob(client, sale.body.job_id);
-    const events = await readEvents(`${system.baseUrl}/api/jobs/${sale.body.job_id}/events`, ADMIN_TOKEN, 5000);
+    const events = await readEventStream(`${system.baseUrl}/api/jobs/${sale.body.job_id}/events`, ADMIN_TOKEN, 5000);
     expect(events).toHaveLength(1);
     expect(events[0]?.data).toMatchObject({
       status: 'rejected',
@@ -208,14 +173,7 @@ describe('operations: pushed results, metrics, OpenAPI, health, reconcile', () =
     const seller = await createSeller(client);
     await fundSeller(client, seller, 1234);
     expect(await balanceOf(client, seller.id)).toBe(1234n);
-    const run = spawnSync(
-      process.execPath,
-      ['--import', 'tsx', join(import.meta.dirname, '..', 'scripts', 'reconcile.ts')],
-      {
-        env: { ...process.env, DATABASE_URL: system.env.DATABASE_URL, LEDGER_HMAC_KEY: system.env.LEDGER_HMAC_KEY },
-        encoding: 'utf8',
-      },
-    );
+    const run = await runReconcile(system.env);
     expect(run.stdout).toMatch(/reconciled \d+ sellers/);
     expect(run.stdout).toContain('all sellers reconcile');
     expect(run.status).toBe(0);
@@ -230,14 +188,7 @@ describe('operations: pushed results, metrics, OpenAPI, health, reconcile', () =
       const id = randomUUID();
       await sql`insert into sellers (id, name, email, phone, api_key_hash, credit_balance)
                 values (${id}, 'Tampered', ${`${id}@t.test`}, '09120000000', ${id}, 5000)`;
-      const run = spawnSync(
-        process.execPath,
-        ['--import', 'tsx', join(import.meta.dirname, '..', 'scripts', 'reconcile.ts')],
-        {
-          env: { ...process.env, DATABASE_URL: url.toString() },
-          encoding: 'utf8',
-        },
-      );
+      const run = await runReconcile({ DATABASE_URL: url.toString() });
       expect(run.stdout).toContain(`UNRECONCILED seller ${id}: balance 5000, ledger sum 0, difference 5000`);
       expect(run.status).toBe(1);
     } finally {

@@ -5,7 +5,8 @@ import { isolatedDatabase, testSql } from '../support/db.ts';
 import { balanceOf, createSeller, fundSeller, type TestSeller, waitForJob } from '../support/factories.ts';
 import { until } from '../support/faults.ts';
 import { Client } from '../support/http.ts';
-import { deliveryOf, jobOf, readJobEvents, runReconcile, TestProvider } from '../support/provider.ts';
+import { deliveryOf, jobOf, readJobEvents, TestProvider } from '../support/provider.ts';
+import { runReconcile } from '../support/reconcile.ts';
 import { ADMIN_TOKEN, System } from '../support/system.ts';
 
 /**
@@ -330,7 +331,7 @@ describe("a sale's top-up delivered by an HTTP provider", () => {
       ].sort((a, b) => a.status.localeCompare(b.status)),
     );
 
-    const run = await runReconcile(system);
+    const run = await runReconcile(system.env);
     expect(run.stdout, run.stderr).toContain('all sellers reconcile');
     expect(run.stdout).toContain(
       `deliveries: ${sales.size} sales: ${deliveredIds.length} delivered, ${refunded} refunded, 1 on their way ` +

@@ -1,3 +1,5 @@
+import { expect } from 'vitest';
+
 export interface Answer<T = any> {
   status: number;
   body: T;
@@ -43,4 +45,39 @@ export class Client {
   patch<T = any>(path: string, options?: RequestOptions) {
     return this.request<T>('PATCH', path, options);
   }
+}
+
+export interface SseEvent {
+  event: string;
+  data: any;
+}
+
+/** Reads a whole event stream (Server-Sent Events) until the server closes it. */
+export async function readEventStream(url: string, token: string, timeoutMs = 30_000): Promise<SseEvent[]> {
+  const res = await fetch(url, {
+    headers: { authorization: `Bearer ${token}` },
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  expect(res.status).toBe(200);
+  expect(res.headers.get('content-type')).toContain('text/event-stream');
+  const text = await res.text();
+  return text
+    .split('\n\n')
+    .filter((block) => block.includes('data:'))
+    .map((block) => {
+      const lines = block.split('\n');
+      return {
+        event:
+          lines
+            .find((l) => l.startsWith('event:'))
+            ?.slice(6)
+            .trim() ?? 'message',
+        data: JSON.parse(
+          lines
+            .filter((l) => l.startsWith('data:'))
+            .map((l) => l.slice(5).trim())
+            .join('\n'),
+        ),
+      };
+    });
 }

@@ -1,13 +1,8 @@
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { type ProviderSim, type SimulatorStats, startProviderSim } from '@cs/delivery';
 import { expect } from 'vitest';
-import type { Client } from './http.ts';
-import { ADMIN_TOKEN, type System } from './system.ts';
-
-const execFileAsync = promisify(execFile);
+import { type Client, readEventStream } from './http.ts';
+import { ADMIN_TOKEN } from './system.ts';
 
 export const PROVIDER_API_KEY = 'test-provider-key-0123456789';
 
@@ -78,28 +73,6 @@ export class TestProvider {
   }
 }
 
-/**
- * `npm run reconcile` against the system's database, as a child process that does not block the
- * test's event loop (the provider the workers talk to is served from it).
- */
-export async function runReconcile(system: System): Promise<{ status: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await execFileAsync(
-      process.execPath,
-      ['--import', 'tsx', join(import.meta.dirname, '..', '..', 'scripts', 'reconcile.ts')],
-      {
-        env: { ...process.env, DATABASE_URL: system.env.DATABASE_URL, LEDGER_HMAC_KEY: system.env.LEDGER_HMAC_KEY },
-        encoding: 'utf8',
-        timeout: 60_000,
-      },
-    );
-    return { status: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code?: number; stdout?: string; stderr?: string };
-    return { status: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
-}
-
 export interface TestOperator {
   id: string;
   email: string;
@@ -146,37 +119,7 @@ export async function deliveryIdsWithStatus(client: Client, status: string, toke
   return ids;
 }
 
-export interface SseEvent {
-  event: string;
-  data: any;
-}
-
 /** Reads a job's event stream until the server closes it. */
-export async function readJobEvents(baseUrl: string, jobId: string, token: string, timeoutMs = 30_000) {
-  const res = await fetch(`${baseUrl}/api/jobs/${jobId}/events`, {
-    headers: { authorization: `Bearer ${token}` },
-    signal: AbortSignal.timeout(timeoutMs),
-  });
-  expect(res.status).toBe(200);
-  expect(res.headers.get('content-type')).toContain('text/event-stream');
-  const text = await res.text();
-  return text
-    .split('\n\n')
-    .filter((block) => block.includes('data:'))
-    .map((block): SseEvent => {
-      const lines = block.split('\n');
-      return {
-        event:
-          lines
-            .find((l) => l.startsWith('event:'))
-            ?.slice(6)
-            .trim() ?? 'message',
-        data: JSON.parse(
-          lines
-            .filter((l) => l.startsWith('data:'))
-            .map((l) => l.slice(5).trim())
-            .join('\n'),
-        ),
-      };
-    });
+export function readJobEvents(baseUrl: string, jobId: string, token: string, timeoutMs = 30_000) {
+  return readEventStream(`${baseUrl}/api/jobs/${jobId}/events`, token, timeoutMs);
 }

@@ -5,8 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isolatedDatabase, testSql } from '../support/db.ts';
 import { createSeller, fundSeller, type TestSeller } from '../support/factories.ts';
 import { Client } from '../support/http.ts';
+import { runReconcile } from '../support/reconcile.ts';
 import { LEDGER_HMAC_KEY, System } from '../support/system.ts';
-import { reconcileOf, runReconcileScript } from './support.ts';
+import { reconcileOf } from './support.ts';
 
 /** A ledger row as the owner reads it, with created_at at PostgreSQL's precision, as the chain covers it. */
 interface LedgerRow {
@@ -156,7 +157,7 @@ describe('a rewritten history is detected', () => {
     }
     expect(new Set(ledger.map((r) => r.hmac)).size).toBe(ledger.length);
 
-    const run = runReconcileScript(system, ['--heads']);
+    const run = await runReconcile(system.env, ['--heads']);
     expect(run.stdout, run.stderr).toContain('all sellers reconcile');
     expect(run.stdout).toContain(`head ${seller.id} ${last.hmac} (5 rows)`);
     expect(run.status).toBe(0);
@@ -200,7 +201,7 @@ describe('a rewritten history is detected', () => {
       is_reconciled: false,
       chain_broken_at: x.id,
     });
-    const run = runReconcileScript(system);
+    const run = await runReconcile(system.env);
     expect(run.status, run.stdout + run.stderr).toBe(1);
     expect(unreconciledLine(run.stdout, seller.id)).toMatch(
       new RegExp(`difference 0, .*hash chain broken at row ${x.id}$`),
@@ -222,7 +223,7 @@ describe('a rewritten history is detected', () => {
     expect(check).toMatchObject({ difference: '0', is_reconciled: false, chain_broken_at: x.id });
     // The rows before it still verify: the break is reported where it is, not at the start.
     expect(x.id).not.toBe(ledger[0]?.id);
-    const run = runReconcileScript(system);
+    const run = await runReconcile(system.env);
     expect(run.status, run.stdout + run.stderr).toBe(1);
     expect(unreconciledLine(run.stdout, seller.id)).toMatch(new RegExp(`hash chain broken at row ${x.id}$`));
   });
@@ -254,7 +255,7 @@ describe('a rewritten history is detected', () => {
       chain_head: kept.hmac,
       chain_broken_at: kept.id,
     });
-    const run = runReconcileScript(system);
+    const run = await runReconcile(system.env);
     expect(run.status, run.stdout + run.stderr).toBe(1);
     expect(unreconciledLine(run.stdout, seller.id)).toMatch(/difference 0, /);
 

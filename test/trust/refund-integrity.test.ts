@@ -1,9 +1,8 @@
-import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { join } from 'node:path';
 import type postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isolatedDatabase, testSql } from '../support/db.ts';
+import { runReconcile } from '../support/reconcile.ts';
 
 /** Any well-formed hmac: these rows test the refund rules, not the chain. */
 const ANY_HMAC = 'a'.repeat(64);
@@ -66,16 +65,8 @@ describe('refunds: one per sale, whole, and reconcile finds one that is not', ()
   });
 
   it('npm run reconcile exits 1 on a sale refunded twice and on a refund without its sale, once the guards are gone', async () => {
-    const reconcile = () =>
-      spawnSync(
-        process.execPath,
-        ['--import', 'tsx', join(import.meta.dirname, '..', '..', 'scripts', 'reconcile.ts')],
-        {
-          env: { ...process.env, DATABASE_URL: database.ownerUrl },
-          encoding: 'utf8',
-        },
-      );
-    const before = reconcile();
+    const reconcile = () => runReconcile({ DATABASE_URL: database.ownerUrl });
+    const before = await reconcile();
     expect(before.stdout).not.toMatch(/FAULT/);
 
     // What only the tables' owner (or a superuser) could do: drop the unique key and the trigger.
@@ -93,7 +84,7 @@ describe('refunds: one per sale, whole, and reconcile finds one that is not', ()
       values (${sellerId}, 'credit_increase', 700, 2200, ${creditJob}, ${credit}, ${ANY_HMAC}) returning id`;
     await insertRefund(increase.id, 700, creditJob, sellerId, 2900);
 
-    const after = reconcile();
+    const after = await reconcile();
     expect(after.stdout).toMatch(/FAULT: 1 sale\(s\) refunded more than once/);
     expect(after.stdout).toMatch(/FAULT: 1 refund\(s\) without their sale/);
     expect(after.status).toBe(1);

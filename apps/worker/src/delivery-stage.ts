@@ -104,7 +104,6 @@ export class DeliveryStage {
           phoneNumber: d.phoneNumber,
           amount: d.amount,
           provider,
-          status: 'pending',
           resolution: null,
           attempts: 0,
           debitedAt,
@@ -166,23 +165,18 @@ export class DeliveryStage {
    */
   private async work(task: DeliveryTask, fresh: boolean): Promise<void> {
     const { provider } = this.deps;
-    let attempts = task.attempts;
+    // Every call counts, sends and status questions alike.
+    let attempts = task.attempts + 1;
     if (task.resolution !== null) {
-      attempts++;
       await this.lateAnswer(task, await provider.status(task.jobId), attempts);
       return;
     }
-    let answer: SendAnswer | StatusAnswer;
-    if (fresh) {
+    let answer: SendAnswer | StatusAnswer = fresh
+      ? await provider.send(topUpOf(task))
+      : await provider.status(task.jobId);
+    if (answer.kind === 'not_found') {
       attempts++;
       answer = await provider.send(topUpOf(task));
-    } else {
-      attempts++;
-      answer = await provider.status(task.jobId);
-      if (answer.kind === 'not_found') {
-        attempts++;
-        answer = await provider.send(topUpOf(task));
-      }
     }
     switch (answer.kind) {
       case 'delivered':

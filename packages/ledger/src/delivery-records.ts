@@ -17,7 +17,7 @@ export interface DeliveryTask {
   phoneNumber: string;
   amount: bigint;
   provider: string;
-  status: 'pending' | 'unresolved' | 'refund_due' | 'delivered' | 'refunded' | 'conflict';
+  /** An operator's decision: the provider is then asked only to confirm or contradict it. */
   resolution: 'delivered' | 'refund' | null;
   attempts: number;
   debitedAt: Date;
@@ -35,7 +35,6 @@ export async function claimDueDeliveries(db: Database, limit: number, leaseMs: n
       phone_number: string;
       amount: bigint;
       provider: string;
-      status: DeliveryTask['status'];
       resolution: DeliveryTask['resolution'];
       attempts: number;
       debited_at: string;
@@ -49,13 +48,12 @@ export async function claimDueDeliveries(db: Database, limit: number, leaseMs: n
         and status <> 'refund_due'
       order by next_attempt_at limit ${limit}
       for update skip locked)
-    returning d.job_id, d.phone_number, d.amount, d.provider, d.status, d.resolution, d.attempts, d.debited_at`;
+    returning d.job_id, d.phone_number, d.amount, d.provider, d.resolution, d.attempts, d.debited_at`;
   return rows.map((r) => ({
     jobId: r.job_id,
     phoneNumber: r.phone_number,
     amount: r.amount,
     provider: r.provider,
-    status: r.status,
     resolution: r.resolution,
     attempts: r.attempts,
     debitedAt: new Date(r.debited_at),
@@ -242,9 +240,9 @@ export async function scheduleNextAsk(
       last_error = ${d.lastError}, claimed_until = null, updated_at = now(),
       status = case when ${d.giveUp} and d.status = 'pending' then 'unresolved' else d.status end,
       gave_up_at = case when ${d.giveUp} and d.status = 'pending' then now() else d.gave_up_at end
-    from (select status as before from deliveries where job_id = ${jobId}) as b
     where d.job_id = ${jobId} and d.watching
-    returning (b.before = 'pending' and d.status = 'unresolved') as gave_up_now`;
+    -- now() is the statement's transaction's: equal only when it was given up here and now.
+    returning (d.gave_up_at = now()) as gave_up_now`;
   return row?.gave_up_now ?? false;
 }
 

@@ -28,7 +28,13 @@ export async function decideDelivery(
   const delivery = await readDelivery(db, id);
   if (!delivery) throw notFound('Delivery');
   // Only an unresolved delivery is the operator's to decide (a status never goes back to pending).
-  if (delivery.status === 'pending') throw new ApiError('delivery_pending', 'The provider is still being asked');
+  if (delivery.status === 'pending') {
+    throw new ApiError(
+      'delivery_pending',
+      'The provider is still being asked; a delivery can be resolved once it is unresolved',
+      { status: delivery.status },
+    );
+  }
   const by = { name: who.caller.operator.name, actor: actorOf(who.caller), ip: who.ip };
   // Each move is guarded by the status it leaves, in the same statement: an operator and the
   // provider's answer (or two operators) racing each other leave exactly one decision.
@@ -54,16 +60,9 @@ export async function decideDelivery(
           return marked !== null;
         });
   if (!moved) {
+    // Decided meanwhile (a status never goes back to pending): by the provider's answer, or another operator.
     const now = (await readDelivery(db, id)) ?? delivery;
-    throw now.status === 'pending'
-      ? new ApiError(
-          'delivery_pending',
-          'The provider is still being asked; a delivery can be resolved once it is unresolved',
-          {
-            status: now.status,
-          },
-        )
-      : new ApiError('already_resolved', `The delivery is already ${now.status}`, { status: now.status });
+    throw new ApiError('already_resolved', `The delivery is already ${now.status}`, { status: now.status });
   }
   return (await readDelivery(db, id)) ?? delivery;
 }

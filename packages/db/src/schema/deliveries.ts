@@ -65,6 +65,17 @@ export const deliveries = pgTable(
       'deliveries_resolved_recorded',
       sql`(${t.resolution} is null) = (${t.resolvedBy} is null and ${t.resolvedAt} is null)`,
     ),
+    // Each status carries what it says happened: a row never claims an end without its facts.
+    check('deliveries_delivered_recorded', sql`${t.status} <> 'delivered' or ${t.deliveredAt} is not null`),
+    check('deliveries_unresolved_recorded', sql`${t.status} <> 'unresolved' or ${t.gaveUpAt} is not null`),
+    check(
+      'deliveries_refund_has_reason',
+      sql`${t.status} not in ('refund_due', 'refunded') or ${t.providerReason} is not null`,
+    ),
+    check(
+      'deliveries_conflict_recorded',
+      sql`${t.status} <> 'conflict' or (${t.resolution} is not null and ${t.conflictAt} is not null)`,
+    ),
     // What the stage looks for: deliveries still asked about, by when they are due.
     index('deliveries_due_idx').on(t.nextAttemptAt).where(sql`${t.watching}`),
     // The lists operators watch. Partial: a delivery enters it only when it needs someone, so the
