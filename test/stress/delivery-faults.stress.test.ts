@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { SimulatorStats } from '@cs/delivery';
+import type { ProviderSimStats } from '@cs/delivery';
 import { partitionOf } from '@cs/queue';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testSql } from '../support/db.ts';
@@ -23,8 +23,9 @@ import { ADMIN_TOKEN, freePort, System } from '../support/system.ts';
  * The delivery stage under provider and worker faults, against the HTTP simulator served from
  * this test, three worker processes sharing it:
  * (a) the provider down for 30 s under load: the partitions keep debiting as fast as before (the
- *     provider is outside their path), nothing is delivered twice or refunded, everything is
- *     delivered once the provider is back, every seller reconciles;
+ *     provider is outside their path), the workers pause their calls (a few probes, not a call per
+ *     sale and retry), nothing is delivered twice or refunded, everything is delivered once the
+ *     provider is back, every seller reconciles;
  * (b) a worker killed (kill -9) holding deliveries it never got through to the provider (in an
  *     outage, which records nothing): another worker takes them over once their lease ran out,
  *     asks the provider first, sends, and each is delivered exactly once;
@@ -183,6 +184,7 @@ describe('delivering top-ups through provider outages and worker crashes', () =>
     const traffic = new SaleTraffic(system.baseUrl, sellers, { concurrency: 16, timeoutMs: 10_000 });
     let outageFrom = 0;
     let salesEnded = 0;
+    let refusedCalls = 0;
     try {
       await sleep(OUTAGE_AFTER_MS);
       outageFrom = Date.now();
@@ -198,6 +200,10 @@ describe('delivering top-ups through provider outages and worker crashes', () =>
       // Near the outage's end: nothing got through.
       const during = await provider.stats();
       expect(during.delivered, 'nothing delivered during the outage').toBe(before.delivered);
+      // The workers paused their calls: each made its calls in flight and the unclear answers that
+      // open its breaker, then a probe per cooldown; without the pause every sale of the outage
+      // would be asked about again every few seconds (tens of thousands of calls).
+      refusedCalls = during.refused - before.refused;
       await sleep(Math.max(0, outageFrom + OUTAGE_MS - Date.now()));
       await provider.latency(0);
       await sleep(Math.max(0, started + SALES_SECONDS * 1000 - Date.now()));
@@ -209,6 +215,8 @@ describe('delivering top-ups through provider outages and worker crashes', () =>
     expect(traffic.tally(), traffic.timeline(started, 5000)).toEqual({ 202: traffic.requests.length });
     const jobIds = traffic.accepted.map((s) => s.jobId);
     log(`${jobIds.length} sales in ${((salesEnded - started) / 1000).toFixed(0)} s, outage from +5 s for 30 s`);
+    log(`${refusedCalls} calls reached the provider in ${(OUTAGE_MS - 3000) / 1000} s of its outage`);
+    expect(refusedCalls, 'calls paused during the outage').toBeLessThan(1000);
 
     // The debits went on during the outage as before it: how many per second, and how long a
     // sale waited for its debit (submission → the batch that debited it).
@@ -300,9 +308,20 @@ describe('delivering top-ups through provider outages and worker crashes', () =>
   async function killWhileHeld(
     workerIndex: number,
     count: number,
-    beforeKill: (jobIds: string[], statsBefore: SimulatorStats) => Promise<void> = async () => {},
+    beforeKill: (jobIds: string[], statsBefore: ProviderSimStats) => Promise<void> = async () => {},
   ) {
     const sellers = await sellersOf(healthPorts[workerIndex] as number, 4);
+    // The provider's counts below are this test's own: nothing of an earlier test is still asked about.
+    await until(
+      'earlier deliveries settled',
+      async () => {
+        const [open] = await sql<{ n: number }[]>`
+          select count(*)::int as n from deliveries where status in ('pending', 'refund_due')`;
+        return open?.n === 0;
+      },
+      120_000,
+      200,
+    );
     const statsBefore = await provider.stats();
     const submitted = Date.now();
     const jobIds = await sellAtOnce(sellers, count);

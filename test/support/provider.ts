@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { type ProviderSim, type SimulatorStats, startProviderSim } from '@cs/delivery';
+import { type ProviderSim, type ProviderSimStats, startProviderSim } from '@cs/delivery';
 import { expect } from 'vitest';
 import { type Client, readEventStream } from './http.ts';
 import { ADMIN_TOKEN } from './system.ts';
@@ -57,10 +57,10 @@ export class TestProvider {
     return this.call('POST', '/sim/settle', { reference, status });
   }
 
-  async stats(): Promise<SimulatorStats> {
+  async stats(): Promise<ProviderSimStats> {
     const res = await this.call('GET', '/sim/stats');
     expect(res.status).toBe(200);
-    return res.body as SimulatorStats;
+    return res.body as ProviderSimStats;
   }
 
   /** What the provider itself says about a reference (`GET /v1/topups/{reference}`). */

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Database } from '@cs/db';
-import type { Provider, SendAnswer, StatusAnswer } from '@cs/delivery';
+import { type Provider, ProviderBreaker, type SendAnswer, type StatusAnswer } from '@cs/delivery';
 import {
   claimDueDeliveries,
   type Delivered,
@@ -25,6 +25,10 @@ export interface DeliverySettings {
   giveUpAfterMs: number;
   leaseMs: number;
   pollMs: number;
+  /** Unclear answers in a row after which calls to the provider pause (see ProviderBreaker). */
+  breakerFailures: number;
+  /** How long they pause before one call probes the provider again. */
+  breakerCooldownMs: number;
 }
 
 export interface DeliveryDeps {
@@ -55,17 +59,36 @@ export interface DeliveryDeps {
  * Only a definite refusal refunds. A timeout or an unclear answer is asked about again, with
  * backoff, until the provider knows; past DELIVERY_GIVE_UP_AFTER the delivery is `unresolved`
  * for an operator, and still asked.
+ *
+ * A provider that stops answering altogether (an outage) opens the stage's breaker: calls pause,
+ * the deliveries this process holds are let go, due, in one statement, and only one delivery at a
+ * time is taken up as a probe until the provider answers again. Thousands of deliveries waiting
+ * out an outage then cost neither the provider nor PostgreSQL (nor the partitions sharing it) a
+ * call or a write each per retry.
  */
 export class DeliveryStage {
   private inFlight = 0;
-  private readonly waiting: Array<{ task: DeliveryTask; fresh: boolean }> = [];
+  private readonly waiting: Array<{ task: DeliveryTask; fresh: boolean; probe?: boolean }> = [];
   private timer: NodeJS.Timeout | undefined;
   private polling = false;
   private stopped = false;
   private idle: (() => void) | undefined;
   private readonly settler: Batcher<Delivered, boolean>;
+  readonly breaker: ProviderBreaker;
 
   constructor(private readonly deps: DeliveryDeps) {
+    this.breaker = new ProviderBreaker({
+      failures: deps.settings.breakerFailures,
+      cooldownMs: deps.settings.breakerCooldownMs,
+      onChange: (change) => {
+        if (change.open)
+          deps.logger.warn(
+            { unclearInARow: change.unclearInARow, lastError: change.detail, provider: deps.provider.name },
+            'the provider is not answering: calls paused, one probe at a time',
+          );
+        else deps.logger.info({ provider: deps.provider.name }, 'the provider answers again: calls resumed');
+      },
+    });
     // Deliveries that end together are written together: under load one statement settles many.
     // Each waits up to SETTLE_GATHER_MS for others to join, so settlements come as a few dozen a
     // statement rather than a few (each statement is planned and committed on its own).
@@ -96,6 +119,11 @@ export class DeliveryStage {
 
   /** The deliveries this process just debited and holds: sent at once, without a poll. */
   take(deliveries: readonly NewDelivery[], provider: string): void {
+    if (!this.breaker.closed) {
+      // Paused: due at once for whoever finds the provider answering first.
+      void this.letGo(deliveries.map((d) => d.jobId));
+      return;
+    }
     const debitedAt = new Date();
     for (const d of deliveries) {
       this.enqueue(
@@ -118,36 +146,43 @@ export class DeliveryStage {
     this.stopped = true;
     clearInterval(this.timer);
     // Held but not started: let go, so another process takes them without waiting for the lease.
-    const unstarted = this.waiting.splice(0).map((w) => w.task.jobId);
-    await releaseDeliveries(this.deps.db, unstarted).catch((err: Error) => {
-      this.deps.logger.warn({ err: err.message }, 'could not let go of deliveries; their leases will run out');
-    });
+    await this.letGo(this.waiting.splice(0).map((w) => w.task.jobId));
     if (this.inFlight > 0) await new Promise<void>((resolve) => (this.idle = resolve));
   }
 
   private async poll(): Promise<void> {
     const room = this.deps.settings.concurrency - this.inFlight - this.waiting.length;
     if (this.polling || this.stopped || room <= 0) return;
+    // Paused: one delivery at a time, once each cooldown, is the probe.
+    const probe = !this.breaker.closed;
+    if (probe && !this.breaker.tryProbe()) return;
     this.polling = true;
     try {
-      const due = await claimDueDeliveries(this.deps.db, room, this.deps.settings.leaseMs);
-      for (const task of due) this.enqueue(task, false);
+      const due = await claimDueDeliveries(this.deps.db, probe ? 1 : room, this.deps.settings.leaseMs);
+      if (probe && due.length === 0) this.breaker.cancelProbe();
+      for (const task of due) this.enqueue(task, false, probe);
     } catch (err) {
+      if (probe) this.breaker.cancelProbe();
       this.deps.logger.warn({ err: (err as Error).message }, 'could not look for deliveries due');
     } finally {
       this.polling = false;
     }
   }
 
-  private enqueue(task: DeliveryTask, fresh: boolean): void {
+  private enqueue(task: DeliveryTask, fresh: boolean, probe = false): void {
     if (this.stopped) return;
-    this.waiting.push({ task, fresh });
+    this.waiting.push({ task, fresh, probe });
     this.pump();
   }
 
   private pump(): void {
+    const paused: string[] = [];
     while (this.inFlight < this.deps.settings.concurrency && this.waiting.length > 0) {
-      const next = this.waiting.shift() as { task: DeliveryTask; fresh: boolean };
+      const next = this.waiting.shift() as { task: DeliveryTask; fresh: boolean; probe?: boolean };
+      if (!this.breaker.closed && !next.probe) {
+        paused.push(next.task.jobId);
+        continue;
+      }
       this.inFlight++;
       void this.work(next.task, next.fresh)
         .catch((err: unknown) => this.failed(next.task, err))
@@ -157,6 +192,15 @@ export class DeliveryStage {
           this.pump();
         });
     }
+    void this.letGo(paused);
+  }
+
+  /** Deliveries held here and not started, let go at once (paused, or shutting down): due for anyone. */
+  private async letGo(jobIds: string[]): Promise<void> {
+    if (jobIds.length === 0) return;
+    await releaseDeliveries(this.deps.db, jobIds).catch((err: Error) => {
+      this.deps.logger.warn({ err: err.message }, 'could not let go of deliveries; their leases will run out');
+    });
   }
 
   /**
@@ -168,15 +212,15 @@ export class DeliveryStage {
     // Every call counts, sends and status questions alike.
     let attempts = task.attempts + 1;
     if (task.resolution !== null) {
-      await this.lateAnswer(task, await provider.status(task.jobId), attempts);
+      await this.lateAnswer(task, await this.heard(provider.status(task.jobId)), attempts);
       return;
     }
-    let answer: SendAnswer | StatusAnswer = fresh
-      ? await provider.send(topUpOf(task))
-      : await provider.status(task.jobId);
+    let answer = await this.heard<SendAnswer | StatusAnswer>(
+      fresh ? provider.send(topUpOf(task)) : provider.status(task.jobId),
+    );
     if (answer.kind === 'not_found') {
       attempts++;
-      answer = await provider.send(topUpOf(task));
+      answer = await this.heard<SendAnswer | StatusAnswer>(provider.send(topUpOf(task)));
     }
     switch (answer.kind) {
       case 'delivered':
@@ -189,6 +233,13 @@ export class DeliveryStage {
       default:
         await this.askLater(task, attempts, answer.kind === 'unclear' ? answer.detail : answer.kind);
     }
+  }
+
+  /** Every answer of the provider goes through here, so the breaker hears each one. */
+  private async heard<A extends SendAnswer | StatusAnswer>(call: Promise<A>): Promise<A> {
+    const answer = await call;
+    this.breaker.record(answer.kind === 'unclear' ? answer : { kind: answer.kind });
+    return answer;
   }
 
   /**

@@ -128,6 +128,8 @@ const deliveries = new DeliveryStage({
     giveUpAfterMs: config.DELIVERY_GIVE_UP_AFTER,
     leaseMs: config.DELIVERY_LEASE_MS,
     pollMs: config.DELIVERY_POLL_MS,
+    breakerFailures: config.DELIVERY_BREAKER_FAILURES,
+    breakerCooldownMs: config.DELIVERY_BREAKER_COOLDOWN_MS,
   },
   publish: publishJobEvents,
   onEvents: wakeWebhooks,
@@ -183,7 +185,13 @@ const health =
     ? undefined
     : createServer((_req, res) => {
         res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ status: 'ok', partitions: manager.ownedPartitions }));
+        res.end(
+          JSON.stringify({
+            status: 'ok',
+            partitions: manager.ownedPartitions,
+            provider_calls: deliveries.breaker.state,
+          }),
+        );
       }).listen(config.WORKER_HEALTH_PORT);
 
 let stopping = false;

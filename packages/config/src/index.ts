@@ -130,6 +130,10 @@ const schema = z.object({
   DELIVERY_LEASE_MS: z.coerce.number().int().min(200).max(3_600_000).default(30_000),
   /** How often each worker looks for deliveries due (its own are handed over at once). */
   DELIVERY_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(500),
+  /** Unclear answers in a row (timeouts, refused connections, 5xx) after which a worker pauses its calls to the provider. */
+  DELIVERY_BREAKER_FAILURES: z.coerce.number().int().min(1).max(100_000).default(20),
+  /** While paused, one call probes the provider this often; its first clear answer resumes the calls. */
+  DELIVERY_BREAKER_COOLDOWN_MS: z.coerce.number().int().min(10).max(600_000).default(2000),
   /** Allows webhook URLs on loopback and private addresses, and plain http (tests, closed networks). */
   WEBHOOK_ALLOW_PRIVATE: z
     .enum(['0', '1', 'true', 'false'])

@@ -2,6 +2,7 @@ import { createHttpProvider } from './http-provider.ts';
 import type { Provider, ProviderSettings } from './provider.ts';
 import { createSimulatorProvider } from './simulator-provider.ts';
 
+export * from './breaker.ts';
 export * from './http-provider.ts';
 export * from './protocol.ts';
 export * from './provider.ts';

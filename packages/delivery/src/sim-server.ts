@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo, Socket } from 'node:net';
 import { z } from 'zod';
 import { type SendResponse, type StatusResponse, topUpRequest, topUpsPath } from './protocol.ts';
-import { type SimulatedSend, type SimulatedStatus, Simulator } from './simulator.ts';
+import { type SimulatedSend, type SimulatedStatus, Simulator, type SimulatorStats } from './simulator.ts';
 
 export interface ProviderSimOptions {
   /** 0: a free port. */
@@ -21,6 +21,11 @@ export interface ProviderSim {
   url: string;
   simulator: Simulator;
   close(): Promise<void>;
+}
+
+/** `GET /sim/stats`: the simulator's counts, and the calls refused for an outage. */
+export interface ProviderSimStats extends SimulatorStats {
+  refused: number;
 }
 
 const outageBody = z.object({ ms: z.number().int().min(0).max(3_600_000) });
@@ -46,7 +51,7 @@ class HttpError extends Error {
  * a demo make the provider misbehave: `POST /sim/outage {ms}` (every /v1 call answers 503 and
  * records nothing for that long), `POST /sim/latency {ms}` (each /v1 answer that much later; the
  * work is done before the wait, so a caller that times out has still been served),
- * `POST /sim/settle {reference, status}`, `GET /sim/stats`.
+ * `POST /sim/settle {reference, status}`, `GET /sim/stats` (ProviderSimStats).
  */
 export async function startProviderSim(options: ProviderSimOptions): Promise<ProviderSim> {
   const simulator = options.simulator ?? new Simulator();
@@ -55,6 +60,8 @@ export async function startProviderSim(options: ProviderSimOptions): Promise<Pro
   const expectedKey = digest(options.apiKey);
   let outageUntil = 0;
   let latencyMs = 0;
+  /** /v1 calls answered 503 for an outage: a caller's calls while the provider was down. */
+  let refused = 0;
 
   // Everything that could keep the process alive after close: open connections, held requests'
   // and delayed answers' timers.
@@ -75,8 +82,9 @@ export async function startProviderSim(options: ProviderSimOptions): Promise<Pro
     const route = `${request.method} ${pathname}`;
 
     if (pathname.startsWith('/v1/')) {
-      const refused = Date.now() < outageUntil;
-      const answer = refused ? null : await serveProtocol(request, route, pathname);
+      const down = Date.now() < outageUntil;
+      if (down) refused++;
+      const answer = down ? null : await serveProtocol(request, route, pathname);
       if (answer === 'hold') {
         // Recorded (and perhaps delivered), never answered: the caller's timeout fires first, or
         // the dropped connection tells it nothing either.
@@ -106,7 +114,7 @@ export async function startProviderSim(options: ProviderSimOptions): Promise<Pro
         return reply(response, 200, { reference, status });
       }
       case 'GET /sim/stats':
-        return reply(response, 200, simulator.stats());
+        return reply(response, 200, { ...simulator.stats(), refused } satisfies ProviderSimStats);
       default:
         throw new HttpError(404, 'no_such_route');
     }
