@@ -109,6 +109,14 @@ const provider = createProvider({
   apiKey: config.PROVIDER_API_KEY,
   timeoutMs: config.PROVIDER_TIMEOUT_MS,
 });
+// A round with the provider is up to two calls (a status question, then a send). A lease shorter
+// than that lets another worker take a delivery over while this one still waits on it: safe (it
+// asks before it sends, and the reference is the same), but every slow answer is asked twice.
+if (config.DELIVERY_LEASE_MS < 2 * config.PROVIDER_TIMEOUT_MS)
+  logger.warn(
+    { DELIVERY_LEASE_MS: config.DELIVERY_LEASE_MS, PROVIDER_TIMEOUT_MS: config.PROVIDER_TIMEOUT_MS },
+    'DELIVERY_LEASE_MS is shorter than two provider calls: slow deliveries will be taken over while still in hand',
+  );
 /** The partitions' queues as the delivery stage adds refunds to them, opened once each. */
 const refundQueues = new Map<number, Queue>();
 const publishJobEvents = (events: JobEvent[]) => {
