@@ -111,6 +111,63 @@ describe('database constraints, with the application bypassed', () => {
     }
   });
 
+  it("refuses a ledger row that does not match its job: another seller's, another amount or phone, no job at all", async () => {
+    const otherSeller = randomUUID();
+    await sql`insert into sellers (id, name, email, phone, api_key_hash)
+              values (${otherSeller}, 'Other', ${`${otherSeller}@direct.test`}, '09120000000', ${`hash-${otherSeller}`})`;
+    const row = (job: string, seller: string, amount: number, phone: string) =>
+      sql`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number, hmac)
+          values (${seller}, 'charge_sale', ${amount}, 0, ${job}, ${phone}, ${ANY_HMAC})`;
+    const cases: Array<[job: string, seller: string, amount: number, phone: string]> = [];
+    for (const [seller, amount, phone] of [
+      [otherSeller, -500, '09121111111'],
+      [sellerId, -400, '09121111111'],
+      [sellerId, -500, '09122222222'],
+    ] as const) {
+      const job = randomUUID();
+      await sale(sql, job, sellerId);
+      cases.push([job, seller, amount, phone]);
+    }
+    cases.push([randomUUID(), sellerId, -500, '09121111111']);
+    for (const [job, seller, amount, phone] of cases) {
+      await expect(row(job, seller, amount, phone)).rejects.toMatchObject({ code: '23503' });
+    }
+    // The same row, matching its job, is taken.
+    const [job, , , phone] = cases[1] as (typeof cases)[number];
+    await row(job, sellerId, -500, phone);
+  });
+
+  it('refuses a job of no seller, and a delivery that does not name its own sale', async () => {
+    await expect(sale(sql, randomUUID(), randomUUID())).rejects.toMatchObject({ code: '23503' });
+    const [paid] = await sql<[{ id: string }]>`select id::text from transactions where job_id = ${jobId}`;
+    const delivery = (job: string, saleId: string, amount: number) =>
+      sql`insert into deliveries (job_id, seller_id, partition, sale_transaction_id, phone_number, amount, provider)
+          values (${job}, ${sellerId}, 0, ${saleId}, '09121111111', ${amount}, 'simulator')`;
+    const unpaid = randomUUID();
+    await sale(sql, unpaid, sellerId);
+    // A top-up for a job that was never debited, one for more than was paid, one for an unknown row.
+    await expect(delivery(unpaid, paid.id, 500)).rejects.toMatchObject({ code: '23503' });
+    await expect(delivery(jobId, paid.id, 5000)).rejects.toMatchObject({ code: '23503' });
+    await expect(delivery(jobId, '999999999', 500)).rejects.toMatchObject({ code: '23503' });
+    await delivery(jobId, paid.id, 500);
+  });
+
+  it('refuses to delete, renumber or truncate away a seller or a job the ledger names, even for the owner', async () => {
+    await expect(sql`delete from jobs where id = ${jobId}`).rejects.toMatchObject({ code: '23503' });
+    await expect(sql`update jobs set id = ${randomUUID()} where id = ${jobId}`).rejects.toMatchObject({
+      code: '23503',
+    });
+    await expect(sql`delete from sellers where id = ${sellerId}`).rejects.toMatchObject({ code: '23503' });
+    await expect(sql`truncate jobs cascade`).rejects.toThrow(/while the ledger names its rows/);
+    await expect(sql`truncate sellers cascade`).rejects.toThrow(/while the ledger names its rows|append-only/);
+    // A job nothing names may go (the owner's own clean-up).
+    const loose = randomUUID();
+    await sale(sql, loose, sellerId);
+    await sql`delete from jobs where id = ${loose}`;
+    const [row] = await sql`select count(*)::int as n from jobs where id = ${jobId}`;
+    expect(row?.n).toBe(1);
+  });
+
   it('refuses two sellers with the same email, whatever its case', async () => {
     const email = `${randomUUID()}@case.test`;
     await sql`insert into sellers (id, name, email, phone, api_key_hash) values (${randomUUID()}, 'A', ${email}, '09120000000', ${randomUUID()})`;

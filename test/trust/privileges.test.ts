@@ -115,6 +115,9 @@ describe('connected as the application role, history cannot be rewritten', () =>
       'alter table transactions disable trigger all',
       'alter table transactions disable trigger transactions_no_update_or_delete',
       'alter table transactions disable trigger transactions_no_truncate',
+      'alter table transactions disable trigger transactions_match_their_jobs',
+      'alter table deliveries disable trigger deliveries_name_their_sale',
+      'alter table jobs disable trigger jobs_keep_what_is_named',
       'drop trigger transactions_no_update_or_delete on transactions',
       'drop table transactions',
       'drop table transactions cascade',
@@ -166,6 +169,7 @@ describe('connected as the application role, history cannot be rewritten', () =>
       select tgname, tgenabled from pg_trigger
       where tgrelid = 'transactions'::regclass and not tgisinternal order by tgname`;
     expect(triggers).toEqual([
+      { tgname: 'transactions_match_their_jobs', tgenabled: 'O' },
       { tgname: 'transactions_no_truncate', tgenabled: 'O' },
       { tgname: 'transactions_no_update_or_delete', tgenabled: 'O' },
       { tgname: 'transactions_refund_matches_sale', tgenabled: 'O' },

@@ -507,8 +507,8 @@ describe('queue messages altered in Redis: only what the jobs rows say is applie
     await fundSeller(client, d, 10_000);
 
     // Hold C's seller row, so that C's batch waits in its commit while the next batch gathers. FOR
-    // NO KEY UPDATE, as the worker locks it: the API's insert of C's job (a foreign key check, KEY
-    // SHARE) still goes through. Released after 25 s whatever happens, so the test stays bounded.
+    // NO KEY UPDATE, as the worker locks it: the API's insert of C's job (which takes no lock on
+    // the seller) still goes through. Released after 25 s whatever happens, so the test stays bounded.
     let release = () => {};
     const released = new Promise<void>((resolve) => {
       release = resolve;

@@ -165,9 +165,9 @@ export type DeliveryRow = {
  * the order sent, so locks are always taken jobs → sellers → credit requests, each in id order:
  * two transactions over overlapping rows can never deadlock. The sellers and credit requests are
  * those the locked job rows name (a job's facts never change once recorded). The locks are FOR NO
- * KEY UPDATE: they exclude every other writer of these rows, yet let the API insert a new job or
- * credit request that references them (a foreign key check takes KEY SHARE, which FOR UPDATE
- * would block until the batch commits).
+ * KEY UPDATE: they exclude every other writer of these rows, yet let the API insert a new credit
+ * request of a locked seller (its foreign key check takes KEY SHARE, which FOR UPDATE would block
+ * until the batch commits). A new job takes no lock on its seller at all (jobs_name_their_seller).
  *
  * The ledger ids are drawn last, after the seller locks: a seller's rows get ids in the order they
  * are applied, as its chain needs, even if two transactions ever wrote one seller.

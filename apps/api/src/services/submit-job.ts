@@ -213,7 +213,8 @@ export class JobSubmitter {
  * Inserts the jobs that are new and returns when each was submitted. One statement whose text
  * never changes: postgres.js prepares it once per connection (Drizzle sends its queries
  * unprepared). Rows go in (seller, key) order, so concurrent batches (of this process or another)
- * lock idempotency keys and sellers in one order and can never deadlock on each other.
+ * take idempotency keys in one order and can never deadlock on each other. The seller is checked
+ * by the insert trigger `jobs_name_their_seller`, which takes no lock.
  */
 async function insertJobs(db: Database, items: Prepared[]): Promise<Map<string, Date>> {
   const rows = [...items].sort(compareKeys).map((item) => ({

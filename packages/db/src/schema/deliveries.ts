@@ -1,7 +1,5 @@
 import { sql } from 'drizzle-orm';
 import { bigint, boolean, check, index, integer, pgTable, smallint, text, timestamp, uuid } from 'drizzle-orm/pg-core';
-import { jobs } from './jobs.ts';
-import { sellers } from './sellers.ts';
 import { transactions } from './transactions.ts';
 import { deliveryResolutions, deliveryStatuses, sqlList } from './vocabulary.ts';
 
@@ -10,21 +8,19 @@ import { deliveryResolutions, deliveryStatuses, sqlList } from './vocabulary.ts'
  * `charge_sale` row, then moved on by the delivery stage (the provider's answers), by an operator
  * (an unresolved one) and by the partition again (the refund). Its id is the sale's job id, which
  * is also the reference the provider is sent on every attempt: one top-up per sale, whoever asks.
+ *
+ * Its sale, job and seller are checked at insert by the trigger `deliveries_name_their_sale`
+ * (migration 0009), not by foreign keys: a delivery must name its own job's `charge_sale` row,
+ * with the same seller, phone and amount.
  */
 export const deliveries = pgTable(
   'deliveries',
   {
-    jobId: uuid('job_id')
-      .primaryKey()
-      .references(() => jobs.id),
-    sellerId: uuid('seller_id')
-      .notNull()
-      .references(() => sellers.id),
+    jobId: uuid('job_id').primaryKey(),
+    sellerId: uuid('seller_id').notNull(),
     partition: smallint('partition').notNull(),
     /** The debit this top-up was paid with. */
-    saleTransactionId: bigint('sale_transaction_id', { mode: 'bigint' })
-      .notNull()
-      .references(() => transactions.id),
+    saleTransactionId: bigint('sale_transaction_id', { mode: 'bigint' }).notNull(),
     phoneNumber: text('phone_number').notNull(),
     amount: bigint('amount', { mode: 'bigint' }).notNull(),
     /** The provider that was asked (PROVIDER), as it was when the sale was debited. */

@@ -10,22 +10,22 @@ import {
   uniqueIndex,
   uuid,
 } from 'drizzle-orm/pg-core';
-import { creditRequests } from './credit-requests.ts';
-import { jobs } from './jobs.ts';
-import { sellers } from './sellers.ts';
 import { sqlList, transactionTypes } from './vocabulary.ts';
 
 /**
  * The ledger. Append-only (a trigger refuses UPDATE, DELETE and TRUNCATE); a seller's balance is
  * always the sum of its rows, and each row carries the balance it left behind.
+ *
+ * Each row's job, seller and credit request are checked at insert by the trigger
+ * `transactions_match_their_jobs` (migration 0009), not by foreign keys: the row must match the
+ * job that wrote it (its seller; a sale's or refund's amount and phone; a credit increase's
+ * request, of the same seller and amount).
  */
 export const transactions = pgTable(
   'transactions',
   {
     id: bigint('id', { mode: 'bigint' }).primaryKey().generatedAlwaysAsIdentity(),
-    sellerId: uuid('seller_id')
-      .notNull()
-      .references(() => sellers.id),
+    sellerId: uuid('seller_id').notNull(),
     type: text('type', { enum: transactionTypes }).notNull(),
     /** Signed: a sale is negative, a credit increase and a refund positive. */
     amount: bigint('amount', { mode: 'bigint' }).notNull(),
@@ -34,13 +34,11 @@ export const transactions = pgTable(
      * The job that wrote the row. A job writes one row (unique, below), so a redelivered job
      * cannot write twice; a refund is written by the sale's own job, once (`refundOf`).
      */
-    jobId: uuid('job_id')
-      .notNull()
-      .references(() => jobs.id),
+    jobId: uuid('job_id').notNull(),
     /** A refund: the `charge_sale` row it gives back. Unique, so no sale is ever refunded twice. */
     refundOf: bigint('refund_of', { mode: 'bigint' }).references((): AnyPgColumn => transactions.id),
     /** Unique where set (see below), so one credit request can never be credited twice. */
-    creditRequestId: uuid('credit_request_id').references(() => creditRequests.id),
+    creditRequestId: uuid('credit_request_id'),
     phoneNumber: text('phone_number'),
     description: text('description'),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
