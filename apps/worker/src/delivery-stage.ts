@@ -66,9 +66,16 @@ export interface DeliveryDeps {
  * out an outage then cost neither the provider nor PostgreSQL (nor the partitions sharing it) a
  * call or a write each per retry.
  */
+/** A delivery held here, not started yet. Fresh: just debited here, never sent. Probe: the one call a pause lets through. */
+interface Held {
+  task: DeliveryTask;
+  fresh: boolean;
+  probe: boolean;
+}
+
 export class DeliveryStage {
   private inFlight = 0;
-  private readonly waiting: Array<{ task: DeliveryTask; fresh: boolean; probe?: boolean }> = [];
+  private readonly waiting: Held[] = [];
   private timer: NodeJS.Timeout | undefined;
   private polling = false;
   private stopped = false;
@@ -137,6 +144,7 @@ export class DeliveryStage {
           debitedAt,
         },
         true,
+        false,
       );
     }
   }
@@ -169,7 +177,7 @@ export class DeliveryStage {
     }
   }
 
-  private enqueue(task: DeliveryTask, fresh: boolean, probe = false): void {
+  private enqueue(task: DeliveryTask, fresh: boolean, probe: boolean): void {
     if (this.stopped) return;
     this.waiting.push({ task, fresh, probe });
     this.pump();
@@ -178,7 +186,7 @@ export class DeliveryStage {
   private pump(): void {
     const paused: string[] = [];
     while (this.inFlight < this.deps.settings.concurrency && this.waiting.length > 0) {
-      const next = this.waiting.shift() as { task: DeliveryTask; fresh: boolean; probe?: boolean };
+      const next = this.waiting.shift() as Held;
       if (!this.breaker.closed && !next.probe) {
         paused.push(next.task.jobId);
         continue;

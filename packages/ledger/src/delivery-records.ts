@@ -60,7 +60,10 @@ export async function claimDueDeliveries(db: Database, limit: number, leaseMs: n
   }));
 }
 
-/** Lets go of deliveries held and not started (a worker shutting down): any worker may take them at once. */
+/**
+ * Lets go of deliveries held and not started (a worker shutting down, or pausing its calls to a
+ * provider that is down): any worker may take them at once.
+ */
 export async function releaseDeliveries(db: Database, jobIds: readonly string[]): Promise<void> {
   if (jobIds.length === 0) return;
   await db.$client`
