@@ -37,6 +37,7 @@ function unusedServices(): AppDeps {
     eventStreams: unused('eventStreams'),
     logger: unused('logger'),
     metrics: { middleware: async (_: unknown, next: () => Promise<void>) => next() },
+    webhookSecrets: unused('webhookSecrets'),
     pingRedis: async () => {},
   } as unknown as AppDeps;
 }

@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { createDb } from '@cs/db';
+import { WebhookSecrets } from '@cs/webhooks';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { testSql } from '../support/db.ts';
 import { createSeller, type TestSeller } from '../support/factories.ts';
 import { Client } from '../support/http.ts';
-import { ADMIN_TOKEN, System } from '../support/system.ts';
+import { ADMIN_TOKEN, LEDGER_HMAC_KEY, System } from '../support/system.ts';
 import { writeEvents } from './receiver.ts';
 import { WEBHOOK_ENV } from './senders.ts';
 
@@ -101,11 +102,9 @@ describe('webhook routes', () => {
     expect(again.status).toBe(200);
     expect(again.body.secret).toMatch(/^whsec_/);
     expect(again.body.secret).not.toBe(first.body.secret);
-    expect(await endpointOf(s.id)).toEqual({
-      url: 'http://127.0.0.1:9/hooks/c',
-      secret: again.body.secret,
-      is_active: true,
-    });
+    const endpoint = await endpointOf(s.id);
+    expect(endpoint).toMatchObject({ url: 'http://127.0.0.1:9/hooks/c', is_active: true });
+    expect(new WebhookSecrets(LEDGER_HMAC_KEY).open(String(endpoint?.secret), s.id)).toBe(again.body.secret);
   });
 
   it('rotates the secret: a new one, shown in that answer only', async () => {
@@ -124,7 +123,11 @@ describe('webhook routes', () => {
     });
     expect(byAdmin.status).toBe(200);
     expect(byAdmin.body.secret).not.toBe(byItself.body.secret);
-    expect((await endpointOf(s.id))?.secret).toBe(byAdmin.body.secret);
+    // The table holds it sealed, for this seller, under the processes' key: never the secret itself.
+    const stored = String((await endpointOf(s.id))?.secret);
+    expect(stored).toMatch(/^sealed\.v1\./);
+    expect(stored).not.toContain(String(byAdmin.body.secret).slice(6));
+    expect(new WebhookSecrets(LEDGER_HMAC_KEY).open(stored, s.id)).toBe(byAdmin.body.secret);
   });
 
   it('refuses URLs the rules forbid, saying why, before the seller is looked up when the text shows it, and changes nothing', async () => {

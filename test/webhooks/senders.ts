@@ -1,7 +1,8 @@
 import { createLogger } from '@cs/config';
 import { createDb } from '@cs/db';
-import { WebhookSender, type WebhookSenderSettings } from '@cs/webhooks';
+import { WebhookSecrets, WebhookSender, type WebhookSenderSettings } from '@cs/webhooks';
 import { inject } from 'vitest';
+import { LEDGER_HMAC_KEY } from '../support/system.ts';
 
 /** The WEBHOOK_* settings of the test systems, as environment and as the sender takes them. */
 export const WEBHOOK_ENV = {
@@ -32,7 +33,13 @@ export const TEST_SENDER_SETTINGS: WebhookSenderSettings = {
 export function startSenders(count: number, settings: WebhookSenderSettings = TEST_SENDER_SETTINGS) {
   const senders = Array.from({ length: count }, () => {
     const { db, close } = createDb(inject('databaseUrl'), { max: 2 });
-    const sender = new WebhookSender({ db, logger: createLogger('webhooks-test', 'warn'), settings });
+    const sender = new WebhookSender({
+      db,
+      logger: createLogger('webhooks-test', 'warn'),
+      settings,
+      // The test systems' key, which their API processes seal the secrets with.
+      secrets: new WebhookSecrets(LEDGER_HMAC_KEY),
+    });
     sender.start();
     return { sender, close };
   });

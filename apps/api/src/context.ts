@@ -1,5 +1,6 @@
 import type { Config } from '@cs/config';
 import type { Database, OperatorRole } from '@cs/db';
+import type { WebhookSecrets } from '@cs/webhooks';
 import type { HttpBindings } from '@hono/node-server';
 import type { Logger } from 'pino';
 import type { AuthFailures } from './services/auth-failures.ts';
@@ -37,6 +38,8 @@ export interface AppDeps {
   eventStreams: EventStreamSlots;
   logger: Logger;
   metrics: Metrics;
+  /** Seals the webhooks' signing secrets for the table, and opens them to show once. */
+  webhookSecrets: WebhookSecrets;
   /** Answers whether Redis is reachable, for /readyz. */
   pingRedis: () => Promise<void>;
 }

@@ -1,6 +1,7 @@
 import { createLogger, loadConfig, requireServices } from '@cs/config';
 import { createDb, requireLeastPrivilege } from '@cs/db';
 import { createRedis, redisTargetOf, requireSamePartitionCount } from '@cs/queue';
+import { WebhookSecrets } from '@cs/webhooks';
 import { serve } from '@hono/node-server';
 import { createApp } from './app.ts';
 import { ApiError } from './errors.ts';
@@ -58,6 +59,7 @@ const app = createApp({
   eventStreams,
   logger,
   metrics,
+  webhookSecrets: new WebhookSecrets(config.LEDGER_HMAC_KEY),
   pingRedis: async () => {
     await redis.ping();
   },

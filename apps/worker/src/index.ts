@@ -14,7 +14,7 @@ import {
   refundMessageId,
   requireSamePartitionCount,
 } from '@cs/queue';
-import { WebhookSender, webhookSenderSettings } from '@cs/webhooks';
+import { WebhookSecrets, WebhookSender, webhookSenderSettings } from '@cs/webhooks';
 import type { Queue } from 'bullmq';
 import { DatabaseProbe } from './database-probe.ts';
 import { DeliveryStage } from './delivery-stage.ts';
@@ -88,7 +88,12 @@ const webhookPool = createDb(config.DATABASE_URL, {
   idleInTransactionTimeoutMs: config.JOB_LOCK_MS,
   prepare: config.DATABASE_PREPARE,
 });
-const webhooks = new WebhookSender({ db: webhookPool.db, logger, settings: webhookSenderSettings(config) });
+const webhooks = new WebhookSender({
+  db: webhookPool.db,
+  logger,
+  settings: webhookSenderSettings(config),
+  secrets: new WebhookSecrets(config.LEDGER_HMAC_KEY),
+});
 webhooks.start();
 // A commit that wrote events wakes the sender, at most every 100 ms: a look per batch would cost
 // PostgreSQL a query for each of hundreds of batches a second, most of them with no webhook.

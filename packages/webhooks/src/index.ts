@@ -17,5 +17,5 @@ export {
 } from './address.ts';
 export { type PostOutcome, postWebhook, signatureHeaders } from './post.ts';
 export { nextAttemptAt, type RetrySchedule } from './schedule.ts';
-export { newWebhookSecret } from './secret.ts';
+export { newWebhookSecret, WebhookSecrets } from './secret.ts';
 export { WebhookSender, type WebhookSenderDeps, type WebhookSenderSettings, webhookSenderSettings } from './sender.ts';

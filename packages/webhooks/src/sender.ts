@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { AddressRules, Resolve } from './address.ts';
 import { type PostOutcome, postWebhook } from './post.ts';
 import { nextAttemptAt, type RetrySchedule } from './schedule.ts';
+import type { WebhookSecrets } from './secret.ts';
 
 /** The WEBHOOK_* settings, as the sender uses them. */
 export interface WebhookSenderSettings extends AddressRules, RetrySchedule {
@@ -36,6 +37,8 @@ export interface WebhookSenderDeps {
   db: Database;
   logger: Logger;
   settings: WebhookSenderSettings;
+  /** Opens the receivers' signing secrets, which the table holds sealed. */
+  secrets: WebhookSecrets;
   /** How host names are resolved (tests give their own); the system's resolver otherwise. */
   resolve?: Resolve;
 }
@@ -50,7 +53,8 @@ interface Claimed {
   /** The lease as PostgreSQL wrote it (text, to the microsecond): this claim's token. */
   claimedUntil: string;
   url: string;
-  secret: string;
+  /** Sealed, as the table holds it: opened just before the post. */
+  sealedSecret: string;
 }
 
 /**
@@ -79,6 +83,7 @@ export class WebhookSender {
   private readonly logger: Logger;
   private readonly settings: WebhookSenderSettings;
   private readonly resolve: Resolve | undefined;
+  private readonly secrets: WebhookSecrets;
   private running = false;
   private timer: NodeJS.Timeout | undefined;
   /** The claim in progress, if any; a wake() during it asks for another round. */
@@ -92,6 +97,7 @@ export class WebhookSender {
     this.logger = deps.logger.child({ component: 'webhooks' });
     this.settings = deps.settings;
     this.resolve = deps.resolve;
+    this.secrets = deps.secrets;
   }
 
   /** Starts polling for deliveries due. */
@@ -238,7 +244,7 @@ export class WebhookSender {
             createdAt: new Date(row.created_ms),
             claimedUntil: until.get(row.id) ?? '',
             url: row.url ?? '',
-            secret: row.secret ?? '',
+            sealedSecret: row.secret ?? '',
           }),
         ),
       };
@@ -263,11 +269,25 @@ export class WebhookSender {
 
   private async attempt(delivery: Claimed): Promise<void> {
     const attemptedAt = new Date();
-    const outcome = await postWebhook(
-      { url: delivery.url, secret: delivery.secret },
-      { id: delivery.id, body: delivery.body },
-      { rules: this.settings, timeoutMs: this.settings.timeoutMs, ...(this.resolve ? { resolve: this.resolve } : {}) },
-    );
+    const secret = this.openSecret(delivery);
+    // A secret that does not open is not posted unsigned: the attempt fails, and is retried
+    // (a rotation gives the seller a new secret that opens).
+    const outcome =
+      secret === null
+        ? {
+            statusCode: null,
+            error: 'the signing secret does not open (LEDGER_HMAC_KEY changed?): rotate it',
+            durationMs: 0,
+          }
+        : await postWebhook(
+            { url: delivery.url, secret },
+            { id: delivery.id, body: delivery.body },
+            {
+              rules: this.settings,
+              timeoutMs: this.settings.timeoutMs,
+              ...(this.resolve ? { resolve: this.resolve } : {}),
+            },
+          );
     try {
       await this.record(delivery, attemptedAt, outcome);
     } catch (err) {
@@ -276,6 +296,18 @@ export class WebhookSender {
         { err: (err as Error).message, delivery: delivery.id },
         'could not record a webhook attempt; it will be retried',
       );
+    }
+  }
+
+  private openSecret(delivery: Claimed): string | null {
+    try {
+      return this.secrets.open(delivery.sealedSecret, delivery.sellerId);
+    } catch (err) {
+      this.logger.error(
+        { err: (err as Error).message, seller: delivery.sellerId, delivery: delivery.id },
+        'a webhook signing secret does not open',
+      );
+      return null;
     }
   }
 

@@ -270,12 +270,13 @@ export function registerWebhookRoutes(app: OpenAPIHono<AppEnv>) {
     const seller = await findAccessibleSeller(c.var.deps.db, c.var.caller, c.req.valid('param').id);
     requireSellerAction(c.var.caller, seller.id);
     const url = await checkWebhookUrl(text, rules).catch(refusedUrl);
+    const { webhookSecrets } = c.var.deps;
     const row = await c.var.deps.db.transaction(async (tx) => {
       // A webhook set again keeps its secret, so that a receiver moved to a new URL still
       // verifies; one set for the first time, or after it was removed, gets a new one.
       const [endpoint] = await tx
         .insert(webhookEndpoints)
-        .values({ sellerId: seller.id, url: url.href, secret: newWebhookSecret() })
+        .values({ sellerId: seller.id, url: url.href, secret: webhookSecrets.seal(newWebhookSecret(), seller.id) })
         .onConflictDoUpdate({
           target: webhookEndpoints.sellerId,
           set: {
@@ -290,7 +291,7 @@ export function registerWebhookRoutes(app: OpenAPIHono<AppEnv>) {
       await tx.insert(auditEvents).values(audit(c, seller.id, { url: endpoint.url, change: 'set' }));
       return endpoint;
     });
-    return c.json({ ...webhookView(row), secret: row.secret }, 200);
+    return c.json({ ...webhookView(row), secret: webhookSecrets.open(row.secret, seller.id) }, 200);
   });
 
   app.openapi(getWebhook, async (c) => {
@@ -318,17 +319,18 @@ export function registerWebhookRoutes(app: OpenAPIHono<AppEnv>) {
   app.openapi(rotateWebhookSecret, async (c) => {
     const seller = await findAccessibleSeller(c.var.deps.db, c.var.caller, c.req.valid('param').id);
     requireSellerAction(c.var.caller, seller.id);
+    const { webhookSecrets } = c.var.deps;
     const row = await c.var.deps.db.transaction(async (tx) => {
       const [rotated] = await tx
         .update(webhookEndpoints)
-        .set({ secret: newWebhookSecret(), updatedAt: sql`now()` })
+        .set({ secret: webhookSecrets.seal(newWebhookSecret(), seller.id), updatedAt: sql`now()` })
         .where(and(eq(webhookEndpoints.sellerId, seller.id), eq(webhookEndpoints.isActive, true)))
         .returning();
       if (!rotated) throw noWebhook();
       await tx.insert(auditEvents).values(audit(c, seller.id, { url: rotated.url, change: 'secret_rotated' }));
       return rotated;
     });
-    return c.json({ ...webhookView(row), secret: row.secret }, 200);
+    return c.json({ ...webhookView(row), secret: webhookSecrets.open(row.secret, seller.id) }, 200);
   });
 
   app.openapi(listWebhookDeliveries, async (c) => {
