@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { SIMULATOR_NUMBERS } from '@cs/delivery';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isolatedDatabase, testSql } from '../support/db.ts';
@@ -281,6 +282,25 @@ describe('deliveries that wait for an operator', () => {
     expect(unresolved).not.toContain(toRefund);
     const reconciled = await client.get(`/api/sellers/${seller.id}/reconcile`, { token: ADMIN_TOKEN });
     expect(reconciled.body).toMatchObject({ is_reconciled: true, difference: '0' });
+  });
+
+  it('stops asking about a resolution the provider never confirmed, DELIVERY_WATCH_AFTER_RESOLUTION (7 d) after it', async () => {
+    // The provider still says "pending" about the one declared delivered: asked every 300 ms here.
+    const asked = (await deliveryOf(client, toDeliver)).attempts as number;
+    await until('still asked', async () => (await deliveryOf(client, toDeliver)).attempts > asked, 5_000, 50);
+    expect((await deliveryOf(client, toDeliver)).next_attempt_at).not.toBeNull();
+    // Eight days on, as far as the delivery knows.
+    await sql`update deliveries set resolved_at = resolved_at - interval '8 days' where job_id = ${toDeliver}`;
+    await until('no longer asked', async () => (await deliveryOf(client, toDeliver)).next_attempt_at === null, 5_000);
+    expect(await deliveryOf(client, toDeliver)).toMatchObject({
+      status: 'delivered',
+      resolution: 'delivered',
+      last_error: expect.stringMatching(/never confirmed/),
+    });
+    const stopped = (await deliveryOf(client, toDeliver)).attempts as number;
+    await sleep(1_000);
+    expect((await deliveryOf(client, toDeliver)).attempts, 'nobody asks about it any more').toBe(stopped);
+    expect((await jobOf(client, toDeliver)).status).toBe('succeeded');
   });
 
   it('a resolution for a delivery that does not exist is 404; a malformed outcome is 400', async () => {

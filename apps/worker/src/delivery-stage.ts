@@ -11,6 +11,7 @@ import {
   releaseDeliveries,
   scheduleNextAsk,
   settleDelivered,
+  stopWatching,
 } from '@cs/ledger';
 import { Batcher, type DeliveryOutcome, type JobEvent } from '@cs/queue';
 import type { Logger } from 'pino';
@@ -23,6 +24,8 @@ export interface DeliverySettings {
   retryFirstMs: number;
   retryMaxMs: number;
   giveUpAfterMs: number;
+  /** How long after an operator's resolution the provider is still asked. */
+  watchAfterResolutionMs: number;
   leaseMs: number;
   pollMs: number;
   /** Unclear answers in a row after which calls to the provider pause (see ProviderBreaker). */
@@ -140,6 +143,7 @@ export class DeliveryStage {
           amount: d.amount,
           provider,
           resolution: null,
+          resolvedAt: null,
           attempts: 0,
           debitedAt,
         },
@@ -289,7 +293,10 @@ export class DeliveryStage {
     }
   }
 
-  /** After an operator's resolution the provider is still asked; a contradiction is a conflict. */
+  /**
+   * After an operator's resolution the provider is still asked, for DELIVERY_WATCH_AFTER_RESOLUTION;
+   * a contradiction is a conflict. A provider that never knows is not asked for ever.
+   */
   private async lateAnswer(task: DeliveryTask, answer: StatusAnswer, attempts: number): Promise<void> {
     if (answer.kind === 'delivered' || answer.kind === 'failed') {
       const conflict = await recordLateAnswer(this.deps.db, task.jobId, {
@@ -304,6 +311,15 @@ export class DeliveryStage {
         );
         this.report(task, 'conflict');
       }
+      return;
+    }
+    const resolvedFor = Date.now() - (task.resolvedAt?.getTime() ?? Date.now());
+    if (resolvedFor >= this.deps.settings.watchAfterResolutionMs) {
+      await stopWatching(this.deps.db, task.jobId, attempts);
+      this.deps.logger.info(
+        { jobId: task.jobId, resolution: task.resolution },
+        'no answer from the provider since the resolution: no longer asked',
+      );
       return;
     }
     await scheduleNextAsk(this.deps.db, task.jobId, {

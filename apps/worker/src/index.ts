@@ -139,6 +139,7 @@ const deliveries = new DeliveryStage({
     retryFirstMs: config.DELIVERY_RETRY_FIRST_MS,
     retryMaxMs: config.DELIVERY_RETRY_MAX_MS,
     giveUpAfterMs: config.DELIVERY_GIVE_UP_AFTER,
+    watchAfterResolutionMs: config.DELIVERY_WATCH_AFTER_RESOLUTION,
     leaseMs: config.DELIVERY_LEASE_MS,
     pollMs: config.DELIVERY_POLL_MS,
     breakerFailures: config.DELIVERY_BREAKER_FAILURES,

@@ -123,6 +123,8 @@ const schema = z.object({
   DELIVERY_RETRY_MAX_MS: z.coerce.number().int().min(10).max(3_600_000).default(60_000),
   /** After this long without a definite answer, a sale waits for an operator (it is still asked). */
   DELIVERY_GIVE_UP_AFTER: duration('DELIVERY_GIVE_UP_AFTER').default(24 * 3600_000),
+  /** How long after an operator's resolution the provider is still asked, to confirm or contradict it. */
+  DELIVERY_WATCH_AFTER_RESOLUTION: duration('DELIVERY_WATCH_AFTER_RESOLUTION').default(7 * 24 * 3600_000),
   /**
    * How long a worker holds a delivery it is asking the provider about; past it, another worker
    * takes it over (a dead worker's deliveries move on after this).

@@ -19,6 +19,8 @@ export interface DeliveryTask {
   provider: string;
   /** An operator's decision: the provider is then asked only to confirm or contradict it. */
   resolution: 'delivered' | 'refund' | null;
+  /** When an operator resolved it (null while unresolved). */
+  resolvedAt: Date | null;
   attempts: number;
   debitedAt: Date;
 }
@@ -36,6 +38,7 @@ export async function claimDueDeliveries(db: Database, limit: number, leaseMs: n
       amount: bigint;
       provider: string;
       resolution: DeliveryTask['resolution'];
+      resolved_at: string | null;
       attempts: number;
       debited_at: string;
     }>
@@ -48,13 +51,14 @@ export async function claimDueDeliveries(db: Database, limit: number, leaseMs: n
         and status <> 'refund_due'
       order by next_attempt_at limit ${limit}
       for update skip locked)
-    returning d.job_id, d.phone_number, d.amount, d.provider, d.resolution, d.attempts, d.debited_at`;
+    returning d.job_id, d.phone_number, d.amount, d.provider, d.resolution, d.resolved_at, d.attempts, d.debited_at`;
   return rows.map((r) => ({
     jobId: r.job_id,
     phoneNumber: r.phone_number,
     amount: r.amount,
     provider: r.provider,
     resolution: r.resolution,
+    resolvedAt: r.resolved_at === null ? null : new Date(r.resolved_at),
     attempts: r.attempts,
     debitedAt: new Date(r.debited_at),
   }));
@@ -247,6 +251,18 @@ export async function scheduleNextAsk(
     -- now() is the statement's transaction's: equal only when it was given up here and now.
     returning (d.gave_up_at = now()) as gave_up_now`;
   return row?.gave_up_now ?? false;
+}
+
+/**
+ * Stops asking the provider about a resolved delivery that it has not answered for
+ * DELIVERY_WATCH_AFTER_RESOLUTION: the operator's decision stands, unconfirmed (`last_error` says so).
+ */
+export async function stopWatching(db: Database, jobId: string, attempts: number): Promise<void> {
+  await db.$client`
+    update deliveries set watching = false, claimed_until = null, updated_at = now(),
+      attempts = greatest(attempts, ${attempts}),
+      last_error = 'the provider never confirmed the resolution: no longer asked'
+    where job_id = ${jobId} and resolution is not null and watching`;
 }
 
 /**
