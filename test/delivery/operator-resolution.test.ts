@@ -303,6 +303,36 @@ describe('deliveries that wait for an operator', () => {
     expect((await jobOf(client, toDeliver)).status).toBe('succeeded');
   });
 
+  it('a "delivered" resolution of a top-up the provider never received becomes a conflict once it says so', async () => {
+    // The provider is down: the sale's sends are refused and recorded nowhere, until the give-up.
+    await provider.outage(60_000);
+    let lost = '';
+    try {
+      const res = await client.post('/api/charge-sales', {
+        token: seller.apiKey,
+        body: { seller_id: seller.id, phone_number: '09123456789', amount: '5000' },
+      });
+      expect(res.status).toBe(202);
+      lost = res.body.job_id as string;
+      await until('the sale debited', async () => (await jobOf(client, lost)).status === 'delivering', 10_000, 20);
+      await until('given up on', async () => (await deliveryOf(client, lost)).status === 'unresolved', 20_000, 100);
+      const resolved = await resolve(lost, 'delivered');
+      expect(resolved.status, JSON.stringify(resolved.body)).toBe(200);
+      expect((await jobOf(client, lost)).status).toBe('succeeded');
+    } finally {
+      await provider.outage(0);
+    }
+    // Back, the provider answers the next question: never received. The operator was wrong.
+    await until('in conflict', async () => (await deliveryOf(client, lost)).status === 'conflict', 10_000, 100);
+    expect(await deliveryOf(client, lost)).toMatchObject({
+      resolution: 'delivered',
+      conflict_at: expect.any(String),
+      next_attempt_at: null,
+    });
+    expect(await deliveryIdsWithStatus(client, 'conflict')).toContain(lost);
+    expect((await provider.stats()).deliveriesByReference[lost]).toBeUndefined();
+  });
+
   it('a resolution for a delivery that does not exist is 404; a malformed outcome is 400', async () => {
     expect((await resolve('01a00000-0000-7000-8000-000000000000', 'refund')).status).toBe(404);
     expect((await resolve(toDeliver, 'maybe')).status).toBe(400);

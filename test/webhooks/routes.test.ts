@@ -130,6 +130,20 @@ describe('webhook routes', () => {
     expect(new WebhookSecrets(LEDGER_HMAC_KEY).open(stored, s.id)).toBe(byAdmin.body.secret);
   });
 
+  it('a kept secret that no longer opens (another key sealed it) is replaced on the next PUT: 200 with a new one, never a 500', async () => {
+    const s = await createSeller(client, 'Resealed');
+    const set = await put(client, s.id, s.apiKey, { url: 'http://127.0.0.1:9/reseal' });
+    expect(set.status).toBe(200);
+    const foreign = new WebhookSecrets('another-ledger-key-of-32-characters-000000').seal(set.body.secret, s.id);
+    await sql`update webhook_endpoints set secret = ${foreign} where seller_id = ${s.id}`;
+    const again = await put(client, s.id, s.apiKey, { url: 'http://127.0.0.1:9/reseal/b' });
+    expect(again.status, JSON.stringify(again.body)).toBe(200);
+    expect(again.body.secret).toMatch(/^whsec_/);
+    expect(again.body.secret).not.toBe(set.body.secret);
+    const stored = String((await endpointOf(s.id))?.secret);
+    expect(new WebhookSecrets(LEDGER_HMAC_KEY).open(stored, s.id)).toBe(again.body.secret);
+  });
+
   it('refuses URLs the rules forbid, saying why, before the seller is looked up when the text shows it, and changes nothing', async () => {
     const s = await createSeller(strictClient, 'Strict');
     const refusals: Array<[string, string]> = [

@@ -298,7 +298,9 @@ export class DeliveryStage {
    * a contradiction is a conflict. A provider that never knows is not asked for ever.
    */
   private async lateAnswer(task: DeliveryTask, answer: StatusAnswer, attempts: number): Promise<void> {
-    if (answer.kind === 'delivered' || answer.kind === 'failed') {
+    // "Never received" is as definite as "failed": nothing was delivered (a contradiction of
+    // "delivered", a confirmation of "refund").
+    if (answer.kind === 'delivered' || answer.kind === 'failed' || answer.kind === 'not_found') {
       const conflict = await recordLateAnswer(this.deps.db, task.jobId, {
         delivered: answer.kind === 'delivered',
         providerReference: answer.kind === 'delivered' ? answer.providerReference : null,

@@ -268,7 +268,8 @@ export async function stopWatching(db: Database, jobId: string, attempts: number
 /**
  * The provider's definite answer about a delivery an operator already resolved: it agrees (asking
  * ends), or it contradicts the operator (a refunded top-up that was delivered, a top-up marked
- * delivered that failed), and the delivery is listed as a conflict. Returns whether it is one.
+ * delivered that failed or never reached the provider), and the delivery is listed as a conflict.
+ * Returns whether it is one.
  */
 export async function recordLateAnswer(
   db: Database,

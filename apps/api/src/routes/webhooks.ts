@@ -271,10 +271,10 @@ export function registerWebhookRoutes(app: OpenAPIHono<AppEnv>) {
     requireSellerAction(c.var.caller, seller.id);
     const url = await checkWebhookUrl(text, rules).catch(refusedUrl);
     const { webhookSecrets } = c.var.deps;
-    const row = await c.var.deps.db.transaction(async (tx) => {
+    const { row, secret } = await c.var.deps.db.transaction(async (tx) => {
       // A webhook set again keeps its secret, so that a receiver moved to a new URL still
       // verifies; one set for the first time, or after it was removed, gets a new one.
-      const [endpoint] = await tx
+      const [upserted] = await tx
         .insert(webhookEndpoints)
         .values({ sellerId: seller.id, url: url.href, secret: webhookSecrets.seal(newWebhookSecret(), seller.id) })
         .onConflictDoUpdate({
@@ -287,11 +287,25 @@ export function registerWebhookRoutes(app: OpenAPIHono<AppEnv>) {
           },
         })
         .returning();
-      if (!endpoint) throw new Error('upsert returned nothing');
+      if (!upserted) throw new Error('upsert returned nothing');
+      let endpoint = upserted;
+      let kept: string;
+      try {
+        kept = webhookSecrets.open(endpoint.secret, seller.id);
+      } catch {
+        // A kept secret that no longer opens (LEDGER_HMAC_KEY changed) could sign nothing: a new one.
+        kept = newWebhookSecret();
+        const [renewed] = await tx
+          .update(webhookEndpoints)
+          .set({ secret: webhookSecrets.seal(kept, seller.id) })
+          .where(eq(webhookEndpoints.sellerId, seller.id))
+          .returning();
+        endpoint = renewed ?? endpoint;
+      }
       await tx.insert(auditEvents).values(audit(c, seller.id, { url: endpoint.url, change: 'set' }));
-      return endpoint;
+      return { row: endpoint, secret: kept };
     });
-    return c.json({ ...webhookView(row), secret: webhookSecrets.open(row.secret, seller.id) }, 200);
+    return c.json({ ...webhookView(row), secret }, 200);
   });
 
   app.openapi(getWebhook, async (c) => {
@@ -320,17 +334,18 @@ export function registerWebhookRoutes(app: OpenAPIHono<AppEnv>) {
     const seller = await findAccessibleSeller(c.var.deps.db, c.var.caller, c.req.valid('param').id);
     requireSellerAction(c.var.caller, seller.id);
     const { webhookSecrets } = c.var.deps;
+    const secret = newWebhookSecret();
     const row = await c.var.deps.db.transaction(async (tx) => {
       const [rotated] = await tx
         .update(webhookEndpoints)
-        .set({ secret: webhookSecrets.seal(newWebhookSecret(), seller.id), updatedAt: sql`now()` })
+        .set({ secret: webhookSecrets.seal(secret, seller.id), updatedAt: sql`now()` })
         .where(and(eq(webhookEndpoints.sellerId, seller.id), eq(webhookEndpoints.isActive, true)))
         .returning();
       if (!rotated) throw noWebhook();
       await tx.insert(auditEvents).values(audit(c, seller.id, { url: rotated.url, change: 'secret_rotated' }));
       return rotated;
     });
-    return c.json({ ...webhookView(row), secret: webhookSecrets.open(row.secret, seller.id) }, 200);
+    return c.json({ ...webhookView(row), secret }, 200);
   });
 
   app.openapi(listWebhookDeliveries, async (c) => {

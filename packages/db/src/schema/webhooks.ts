@@ -9,7 +9,10 @@ export const webhookEndpoints = pgTable('webhook_endpoints', {
     .primaryKey()
     .references(() => sellers.id),
   url: text('url').notNull(),
-  /** `whsec_` and the base64 key: the processes sign with it, so it is kept as it is, never shown again. */
+  /**
+   * The signing secret (`whsec_…`), sealed for this seller under a key the processes hold
+   * (`WebhookSecrets`, `sealed.v1.…`): the processes must read it to sign, the database never can.
+   */
   secret: text('secret').notNull(),
   /** False once the seller stops deliveries (DELETE); setting a URL again turns it back on. */
   isActive: boolean('is_active').notNull().default(true),
