@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { type DelayProxy, startDelayProxy } from './delay-proxy.ts';
-import { PARTITIONS } from './faults.ts';
+import { PARTITIONS, waitPartitionsSettled } from './faults.ts';
 import { Client } from './http.ts';
 import { freePort, System } from './system.ts';
 
@@ -346,6 +346,8 @@ function parseNodes(text: string, portOf: (port: number) => number): ClusterNode
 /**
  * An API and two worker processes (each reporting its partitions on a health port) on a Redis
  * Cluster of their own, started with `startRedisCluster(options)`; `env` is added to theirs.
+ * Returns once the workers hold every partition between them: they have worked with the cluster
+ * then, so a test's first request does not meet a cluster that the processes are still learning.
  */
 export async function systemOnCluster({
   env,
@@ -361,5 +363,6 @@ export async function systemOnCluster({
   });
   const healthPorts = [await freePort(), await freePort()];
   for (const port of healthPorts) system.startWorker({ WORKER_HEALTH_PORT: String(port) });
+  await waitPartitionsSettled(healthPorts);
   return { cluster, system, healthPorts, client: new Client(system.baseUrl) };
 }
