@@ -7,9 +7,8 @@ import {
   Batcher,
   createRedis,
   deliver,
-  type JobEvent,
-  jobEventsChannel,
   openPartitionQueue,
+  publishJobEvents,
   redisTargetOf,
   refundMessageId,
   requireSamePartitionCount,
@@ -124,12 +123,6 @@ if (config.DELIVERY_LEASE_MS < 2 * config.PROVIDER_TIMEOUT_MS)
   );
 /** The partitions' queues as the delivery stage adds refunds to them, opened once each. */
 const refundQueues = new Map<number, Queue>();
-const publishJobEvents = (events: JobEvent[]) => {
-  if (events.length === 0) return;
-  redis.publish(jobEventsChannel(config.REDIS_PREFIX), JSON.stringify(events)).catch((err: Error) => {
-    logger.warn({ err: err.message }, 'could not publish job events');
-  });
-};
 const deliveries = new DeliveryStage({
   db,
   provider,
@@ -145,7 +138,7 @@ const deliveries = new DeliveryStage({
     breakerFailures: config.DELIVERY_BREAKER_FAILURES,
     breakerCooldownMs: config.DELIVERY_BREAKER_COOLDOWN_MS,
   },
-  publish: publishJobEvents,
+  publish: (events) => void publishJobEvents(redis, config.REDIS_PREFIX, events, logger),
   onEvents: wakeWebhooks,
   queueRefund: async (jobId, partition) => {
     let queue = refundQueues.get(partition);

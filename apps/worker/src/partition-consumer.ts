@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Database } from '@cs/db';
 import type { JobOutcome, JobRef, NewDelivery } from '@cs/ledger';
 import type { RedisClient } from '@cs/queue';
-import { type JobEvent, jobEventsChannel, jobIdsOf, openPartitionQueue, partitionQueueName } from '@cs/queue';
+import { type JobEvent, jobIdsOf, openPartitionQueue, partitionQueueName, publishJobEvents } from '@cs/queue';
 import { type Job, type Queue, Worker } from 'bullmq';
 import type { Logger } from 'pino';
 import { requeueLostJobs, requeueLostRefunds } from './requeue.ts';
@@ -226,12 +226,8 @@ export class PartitionConsumer {
   }
 
   /** Tells API processes (waiting clients, event streams) what changed; best effort. */
-  private async publish(events: JobEvent[]): Promise<void> {
-    try {
-      await this.options.redis.publish(jobEventsChannel(this.options.prefix), JSON.stringify(events));
-    } catch (err) {
-      this.options.logger.warn({ err }, 'could not publish job events');
-    }
+  private publish(events: JobEvent[]): Promise<void> {
+    return publishJobEvents(this.options.redis, this.options.prefix, events, this.options.logger);
   }
 }
 

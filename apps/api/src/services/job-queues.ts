@@ -1,5 +1,5 @@
 import type { JobEvent, RedisClient } from '@cs/queue';
-import { deliver, jobEventsChannel, openPartitionQueue, partitionOf } from '@cs/queue';
+import { deliver, openPartitionQueue, partitionOf, publishJobEvents } from '@cs/queue';
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
 
@@ -42,10 +42,8 @@ export class JobQueues {
    * decision on a delivery): waiting clients, event streams and the metrics hear of it as of any
    * other. Best effort, as the workers' own: the record is PostgreSQL.
    */
-  async publish(events: JobEvent[]): Promise<void> {
-    await this.redis
-      .publish(jobEventsChannel(this.prefix), JSON.stringify(events))
-      .catch((err: Error) => this.logger.warn({ err: err.message }, 'could not publish job events'));
+  publish(events: JobEvent[]): Promise<void> {
+    return publishJobEvents(this.redis, this.prefix, events, this.logger);
   }
 
   /** BullMQ's view of a job still unfinished in PostgreSQL: is a worker holding its message right now? */
