@@ -24,18 +24,31 @@ export const describeBacklog = (b: Backlog) =>
 
 /**
  * The product's backlog. A delivery is pending while the stage still asks the provider about it
- * (`watching`: pending, unresolved) or its refund waits for the partition (`refund_due`). Both
- * counts read a partial index (jobs_unfinished_idx, deliveries_due_idx) and the refund_due
- * entries of the status index, so polling it does not scan the tables whose CPU the phase counts.
+ * (`watching`: pending, unresolved), its refund waits for the partition (`refund_due`), or, for a
+ * sale with no delivery row yet, while its job is still `delivering` (`held`: the sales of the
+ * batches' holds, `delivery_holds`). The first counts read a partial index (jobs_unfinished_idx,
+ * deliveries_due_idx) and the refund_due entries of the status index, so polling them during the
+ * load does not scan the tables whose CPU the phase counts; the held sales are one lookup each,
+ * so they are counted only by the drain, and only once nothing else is left.
  */
-export async function backlog(sql: Sql): Promise<Required<Backlog>> {
+export async function backlog(sql: Sql, { held = false } = {}): Promise<Required<Backlog>> {
   const [row] = await retrying(
     () => sql<{ jobs: number; deliveries: number }[]>`
       select (select count(*) from jobs where status in ('queued', 'processing'))::int as jobs,
              ((select count(*) from deliveries where watching)
                + (select count(*) from deliveries where status = 'refund_due'))::int as deliveries`,
   );
-  return { jobs: row?.jobs ?? 0, deliveries: row?.deliveries ?? 0 };
+  const left = { jobs: row?.jobs ?? 0, deliveries: row?.deliveries ?? 0 };
+  if (held && left.jobs === 0 && left.deliveries === 0) {
+    const [h] = await retrying(
+      () => sql<{ n: number }[]>`
+        select count(*)::int as n from delivery_holds h cross join unnest(h.job_ids) as u(id)
+        join jobs j on j.id = u.id
+        where j.status = 'delivering' and not exists (select 1 from deliveries d where d.job_id = j.id)`,
+    );
+    left.deliveries = h?.n ?? 0;
+  }
+  return left;
 }
 
 /**
@@ -46,7 +59,7 @@ export async function drain(sql: Sql, label: string, timeoutMs: number): Promise
   const started = Date.now();
   let lastPrint = Date.now();
   for (;;) {
-    const left = await backlog(sql);
+    const left = await backlog(sql, { held: true });
     if (backlogSize(left) === 0) return left;
     if (Date.now() - started > timeoutMs) return left;
     if (Date.now() - lastPrint >= 1000) {

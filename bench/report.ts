@@ -154,7 +154,7 @@ function printTable(results: PhaseResult[], config: Config): void {
   log(
     'accepted/s: 2xx answers per second of load (row-lock: commits per second). committed/s: jobs of the phase / ' +
       '(last commit − first submitted_at), after the queues and deliveries drained. p50/p95/p99: submission → ' +
-      'commit, from the jobs table; a sale commits when its batch debits it (deliveries.debited_at), other jobs ' +
+      'commit, from the jobs table; a sale commits when its batch debits it (jobs.applied_at), other jobs ' +
       'at finished_at. jobs/tx: jobs per committing transaction. http p99: the load generator’s response time. ' +
       'peak RSS: max VmRSS sampled during the phase.',
   );
@@ -228,8 +228,8 @@ function printDeliveries(results: PhaseResult[]): void {
     ),
   );
   log(
-    "delivery stage: the sales' top-ups, from the batch's write of the delivery (deliveries.debited_at) to " +
-      'delivered_at, over the delivered ones; pending: still on their way when the phase was read (after the ' +
+    "delivery stage: the sales' top-ups, from the batch's debit (jobs.applied_at) to " +
+      'delivered_at (the settlement), over the delivered ones; pending: still on their way when the phase was read (after the ' +
       `drain); not delivered: refunded, or ended otherwise. Provider: ${process.env.PROVIDER ?? 'simulator'} ` +
       '(PROVIDER; the in-process simulator delivers an ordinary number within 0–50 ms).',
   );

@@ -61,12 +61,12 @@ export interface DeliveryStats {
 /**
  * Figures of a phase from the jobs table: the jobs carry the load's request ids (`<phase>-<n>`).
  * Latency is submission (the API's insert) to the commit of the batch that applied the job. A
- * sale's batch debits it and writes its delivery (`deliveries.debited_at`, the batch's clock at
- * that write, next to the ledger row); its job is final (`finished_at`) only once the delivery
+ * sale's batch debits it (`jobs.applied_at`, the batch's clock at its write of the jobs, next to
+ * the ledger row; `deliveries.debited_at`, the same, where a delivery row was written); its job is final (`finished_at`) only once the delivery
  * stage has settled the top-up, so a sale's commit is its debit, as it was before deliveries
  * existed. Jobs without a delivery (refused sales, approvals, the references') keep
  * `finished_at`, set by the batch's last statement before COMMIT. The delivery stage is measured
- * apart: debited_at → delivered_at.
+ * apart: debited_at → delivered_at (the row's, or the job's `result.delivery.delivered_at`).
  */
 export async function jobStats(sql: Sql, tag: string, since: Date): Promise<JobStats> {
   type Row = Omit<JobStats, 'delivery'> & {
@@ -82,11 +82,18 @@ export async function jobStats(sql: Sql, tag: string, since: Date): Promise<JobS
   const query = (filter: postgres.PendingQuery<postgres.Row[]>) => sql<Row[]>`
     with phase as (
       select j.type, j.status, j.submitted_at, j.started_at, j.finished_at, t.id as ledger_id, t.type as ledger_type,
-             d.status as delivery_status, d.debited_at, d.delivered_at,
-             coalesce(d.debited_at, j.finished_at) as committed_at
+             x.delivery_status, x.debited_at, x.delivered_at, coalesce(x.debited_at, j.finished_at) as committed_at
       from jobs j
         left join transactions t on t.job_id = j.id and t.type <> 'charge_refund'
         left join deliveries d on d.job_id = j.id
+        -- A sale delivered at the first answer has no delivery row: its job records the delivery.
+        cross join lateral (
+          select coalesce(d.status, case when j.status = 'delivering' then 'pending'
+                                         when j.result ? 'delivery' then 'delivered' end) as delivery_status,
+                 coalesce(d.debited_at, case when j.status = 'delivering' or j.result ? 'delivery' then j.applied_at end)
+                   as debited_at,
+                 coalesce(d.delivered_at, (j.result -> 'delivery' ->> 'delivered_at')::timestamptz) as delivered_at
+        ) x
       where ${filter}
     ), batches as (
       -- started_at is the applying transaction's now(): the same for every job of one batch.

@@ -224,6 +224,11 @@ describe('connected as the application role, history cannot be rewritten', () =>
       app_update_ledger: false,
       app_update_job_amount: false,
     });
+    // The one table the processes may delete from: the delivery holds, a to-do list, not a record.
+    const deletable = await owner<{ table_name: string }[]>`
+      select table_name from information_schema.role_table_grants
+      where grantee = ${applicationRole} and privilege_type in ('DELETE', 'TRUNCATE') order by table_name`;
+    expect(deletable.map((r) => r.table_name)).toEqual(['delivery_holds']);
   });
 
   it('allows what the processes need: insert a seller, update its balance, draw a ledger id', async () => {

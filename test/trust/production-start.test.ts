@@ -215,7 +215,7 @@ describe('production start refuses, each with one clear line, exactly these', ()
       const [state] = await check`
         select (select rolsuper from pg_roles where rolname = ${tableOwnerRole}) as super,
                (select count(*)::int from pg_tables where schemaname = 'public' and tableowner = ${tableOwnerRole}) as tables`;
-      expect(state).toEqual({ super: false, tables: 12 });
+      expect(state).toEqual({ super: false, tables: 13 });
     } finally {
       await check.end();
     }

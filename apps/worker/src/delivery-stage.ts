@@ -7,17 +7,21 @@ import {
   type DeliveryTask,
   markRefundDue,
   type NewDelivery,
+  recordDeliveries,
   recordLateAnswer,
   releaseDeliveries,
   scheduleNextAsk,
   settleDelivered,
   stopWatching,
+  sweepLapsedHolds,
 } from '@cs/ledger';
 import { Batcher, type DeliveryOutcome, type JobEvent } from '@cs/queue';
 import type { Logger } from 'pino';
 
 /** How long a settlement waits for others to join its statement. */
 const SETTLE_GATHER_MS = 10;
+/** Most holds one poll sweeps (each names a batch's sales). */
+const SWEEP_LIMIT = 50;
 
 export interface DeliverySettings {
   concurrency: number;
@@ -51,20 +55,22 @@ export interface DeliveryDeps {
  * Delivers debited sales' top-ups, outside the partitions' serial path: a slow provider holds up
  * only this stage's own slots (DELIVERY_CONCURRENCY per process), never a seller's next sale.
  *
- * A delivery's record in PostgreSQL is the stage's only memory. The process that debited a sale
- * holds its delivery and sends it at once (`take`); any other delivery is found by polling for
- * those due, whose lease ran out (their holder died) or whose next question is due. Each answer
- * is written before the next question is asked, so a process that dies loses at most the call in
- * flight, and whoever takes the delivery over asks the provider about the reference before it
- * sends again (the send may have gone out): the reference is the job id, and the provider never
- * delivers one reference twice.
+ * PostgreSQL is the stage's only memory. The process that debited a sale holds its delivery and
+ * sends it at once (`take`); the batch's hold (`delivery_holds`) is what survives it. A sale
+ * delivered at the first answer is settled without a `deliveries` row; any other answer writes its
+ * row before the next question is asked. Deliveries with a row are found by polling for those
+ * due, whose lease ran out (their holder died) or whose next question is due; a hold that ran out
+ * is swept into rows by the same poll. A process that dies loses at most the calls in flight, and
+ * whoever takes a delivery over asks the provider about the reference before it sends again (the
+ * send may have gone out): the reference is the job id, and the provider never delivers one
+ * reference twice.
  *
  * Only a definite refusal refunds. A timeout or an unclear answer is asked about again, with
  * backoff, until the provider knows; past DELIVERY_GIVE_UP_AFTER the delivery is `unresolved`
  * for an operator, and still asked.
  *
  * A provider that stops answering altogether (an outage) opens the stage's breaker: calls pause,
- * the deliveries this process holds are let go, due, in one statement, and only one delivery at a
+ * the deliveries this process holds are let go, due (recorded, if they were not), and only one delivery at a
  * time is taken up as a probe until the provider answers again. Thousands of deliveries waiting
  * out an outage then cost neither the provider nor PostgreSQL (nor the partitions sharing it) a
  * call or a write each per retry.
@@ -129,28 +135,24 @@ export class DeliveryStage {
 
   /** The deliveries this process just debited and holds: sent at once, without a poll. */
   take(deliveries: readonly NewDelivery[], provider: string): void {
+    const debitedAt = new Date();
+    const tasks = deliveries.map((d) => ({
+      jobId: d.jobId,
+      phoneNumber: d.phoneNumber,
+      amount: d.amount,
+      provider,
+      resolution: null,
+      resolvedAt: null,
+      attempts: 0,
+      debitedAt,
+      recorded: false,
+    }));
     if (!this.breaker.closed) {
       // Paused: due at once for whoever finds the provider answering first.
-      void this.letGo(deliveries.map((d) => d.jobId));
+      void this.letGo(tasks);
       return;
     }
-    const debitedAt = new Date();
-    for (const d of deliveries) {
-      this.enqueue(
-        {
-          jobId: d.jobId,
-          phoneNumber: d.phoneNumber,
-          amount: d.amount,
-          provider,
-          resolution: null,
-          resolvedAt: null,
-          attempts: 0,
-          debitedAt,
-        },
-        true,
-        false,
-      );
-    }
+    for (const task of tasks) this.enqueue(task, true, false);
   }
 
   /** Stops polling; waits for the questions in flight (each bounded by the provider timeout). */
@@ -158,7 +160,7 @@ export class DeliveryStage {
     this.stopped = true;
     clearInterval(this.timer);
     // Held but not started: let go, so another process takes them without waiting for the lease.
-    await this.letGo(this.waiting.splice(0).map((w) => w.task.jobId));
+    await this.letGo(this.waiting.splice(0).map((w) => w.task));
     if (this.inFlight > 0) await new Promise<void>((resolve) => (this.idle = resolve));
   }
 
@@ -170,6 +172,10 @@ export class DeliveryStage {
     if (probe && !this.breaker.tryProbe()) return;
     this.polling = true;
     try {
+      // Holds that ran out become rows, due: claimed below, here or by another process.
+      await sweepLapsedHolds(this.deps.db, SWEEP_LIMIT).catch((err: Error) => {
+        this.deps.logger.warn({ err: err.message }, 'could not sweep the holds that ran out');
+      });
       const due = await claimDueDeliveries(this.deps.db, probe ? 1 : room, this.deps.settings.leaseMs);
       if (probe && due.length === 0) this.breaker.cancelProbe();
       for (const task of due) this.enqueue(task, false, probe);
@@ -188,11 +194,11 @@ export class DeliveryStage {
   }
 
   private pump(): void {
-    const paused: string[] = [];
+    const paused: DeliveryTask[] = [];
     while (this.inFlight < this.deps.settings.concurrency && this.waiting.length > 0) {
       const next = this.waiting.shift() as Held;
       if (!this.breaker.closed && !next.probe) {
-        paused.push(next.task.jobId);
+        paused.push(next.task);
         continue;
       }
       this.inFlight++;
@@ -207,12 +213,32 @@ export class DeliveryStage {
     void this.letGo(paused);
   }
 
-  /** Deliveries held here and not started, let go at once (paused, or shutting down): due for anyone. */
-  private async letGo(jobIds: string[]): Promise<void> {
-    if (jobIds.length === 0) return;
-    await releaseDeliveries(this.deps.db, jobIds).catch((err: Error) => {
+  /**
+   * Deliveries held here and not started, let go at once (paused, or shutting down): due for
+   * anyone. Those without a row get one; the others' leases end.
+   */
+  private async letGo(tasks: DeliveryTask[]): Promise<void> {
+    if (tasks.length === 0) return;
+    const recorded = tasks.filter((t) => t.recorded).map((t) => t.jobId);
+    await Promise.all([this.record(tasks, null), releaseDeliveries(this.deps.db, recorded)]).catch((err: Error) => {
       this.deps.logger.warn({ err: err.message }, 'could not let go of deliveries; their leases will run out');
     });
+  }
+
+  /**
+   * Writes the rows of those of `tasks` that have none (sales debited here, not yet delivered):
+   * held here for `heldForMs` while this process goes on asking, or due for anyone (null).
+   */
+  private async record(tasks: DeliveryTask[], heldForMs: number | null): Promise<void> {
+    const fresh = tasks.filter((t) => !t.recorded);
+    if (fresh.length === 0) return;
+    await recordDeliveries(
+      this.deps.db,
+      fresh.map((t) => t.jobId),
+      fresh[0]?.provider ?? this.deps.provider.name,
+      heldForMs,
+    );
+    for (const task of fresh) task.recorded = true;
   }
 
   /**
@@ -234,10 +260,18 @@ export class DeliveryStage {
       attempts++;
       answer = await this.heard<SendAnswer | StatusAnswer>(provider.send(topUpOf(task)));
     }
+    if (answer.kind === 'delivered') {
+      await this.settler.submit({
+        jobId: task.jobId,
+        provider: task.provider,
+        providerReference: answer.providerReference,
+        attempts,
+      });
+      return;
+    }
+    // Anything but "delivered" is remembered in a row of its own before it is acted on.
+    await this.record([task], this.deps.settings.leaseMs);
     switch (answer.kind) {
-      case 'delivered':
-        await this.settler.submit({ jobId: task.jobId, providerReference: answer.providerReference, attempts });
-        return;
       case 'declined':
       case 'failed':
         await this.refund(task, answer.reason, attempts);
@@ -260,6 +294,7 @@ export class DeliveryStage {
    */
   private async failed(task: DeliveryTask, err: unknown): Promise<void> {
     this.deps.logger.warn({ err: (err as Error).message, jobId: task.jobId }, 'delivery step failed; asking again');
+    await this.record([task], this.deps.settings.leaseMs).catch(() => {});
     await scheduleNextAsk(this.deps.db, task.jobId, {
       attempts: task.attempts,
       nextAttemptAt: new Date(Date.now() + this.deps.settings.retryFirstMs),

@@ -3,11 +3,12 @@ import { describeConnectionError } from './errors.ts';
 
 /**
  * What the API and workers may do, table by table: read every table, insert rows, and update only
- * the columns the code updates. Nothing else: no DELETE, no TRUNCATE, no TRIGGER, no DDL, and no
+ * the columns the code updates. Nothing else: no DELETE (but of `delivery_holds`, a to-do list the
+ * delivery stage empties, not a record), no TRUNCATE, no TRIGGER, no DDL, and no
  * UPDATE at all of `transactions`, the ledger, or of `audit_events`, the audit trail. The tables' owner (the migration role) keeps the
  * rest, so a compromised process cannot disable the ledger's trigger or rewrite history.
  */
-const TABLE_PRIVILEGES: Record<string, { update: string[] }> = {
+const TABLE_PRIVILEGES: Record<string, { update: string[]; delete?: true }> = {
   sellers: { update: ['credit_balance', 'is_active', 'ledger_head', 'api_key_hash'] },
   jobs: { update: ['status', 'result', 'error', 'started_at', 'applied_at', 'finished_at'] },
   credit_requests: { update: ['status', 'processed_by', 'processed_at', 'first_approved_by', 'first_approved_at'] },
@@ -49,12 +50,13 @@ const TABLE_PRIVILEGES: Record<string, { update: string[] }> = {
     ],
   },
   webhook_attempts: { update: [] },
+  delivery_holds: { update: [], delete: true },
 };
 /**
  * Sequences the processes draw from: ledger ids are taken before the rows are sealed; audit rows
  * take theirs as they are inserted.
  */
-const SEQUENCES = ['transactions_id_seq', 'audit_events_id_seq', 'webhook_attempts_id_seq'];
+const SEQUENCES = ['transactions_id_seq', 'audit_events_id_seq', 'webhook_attempts_id_seq', 'delivery_holds_id_seq'];
 
 const ident = (name: string) => `"${name.replaceAll('"', '""')}"`;
 const literal = (value: string) => `'${value.replaceAll("'", "''")}'`;
@@ -119,8 +121,8 @@ export async function grantApplicationRole(owner: Sql, applicationUrl: string): 
     await tx.unsafe(`revoke all on all sequences in schema public from ${r}`);
     await tx.unsafe(`revoke all on schema public from ${r}`);
     await tx.unsafe(`grant usage on schema public to ${r}`);
-    for (const [table, { update }] of Object.entries(TABLE_PRIVILEGES)) {
-      await tx.unsafe(`grant select, insert on ${ident(table)} to ${r}`);
+    for (const [table, { update, delete: remove }] of Object.entries(TABLE_PRIVILEGES)) {
+      await tx.unsafe(`grant select, insert${remove ? ', delete' : ''} on ${ident(table)} to ${r}`);
       if (update.length > 0)
         await tx.unsafe(`grant update (${update.map(ident).join(', ')}) on ${ident(table)} to ${r}`);
     }

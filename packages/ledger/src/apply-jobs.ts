@@ -53,7 +53,7 @@ export interface JobOutcome {
   delivery?: NewDelivery;
 }
 
-/** A top-up to deliver: written by the batch with its debit, and handed to the delivery stage. */
+/** A top-up to deliver: debited by the batch, and handed to the delivery stage of its process. */
 export interface NewDelivery {
   jobId: string;
   sellerId: string;
@@ -105,8 +105,8 @@ export interface Rules {
   /** The provider a debited sale's top-up goes to (PROVIDER), recorded on its delivery. */
   provider?: string;
   /**
-   * How long the committing process holds the deliveries it writes (DELIVERY_LEASE_MS): it sends
-   * them at once, and another process takes them over only if it dies.
+   * How long the committing process holds the sales it debits (DELIVERY_LEASE_MS): it sends them
+   * at once, and another process takes them over only if it dies.
    */
   deliveryLeaseMs?: number;
 }
@@ -526,14 +526,14 @@ export function decide(refs: readonly JobRef[], state: LockedState, ledgerKey: s
 }
 
 /**
- * Sends the writes together, as one round trip. The deliveries after the ledger rows they name
- * (statements sent together run in the order sent). Phone totals are not here: they count
- * delivered top-ups, and are written when a top-up is delivered.
+ * Sends the writes together, as one round trip (statements sent together run in the order sent).
+ * Phone totals are not here: they count delivered top-ups, and are written when a top-up is
+ * delivered.
  */
 async function writeAll(conn: Connection, decided: Decided, lockedAt: string, rules: Rules): Promise<void> {
   await Promise.all([
     writeLedgerAndOutcomes(conn, decided.ledger, decided.recorded, lockedAt),
-    writeNewDeliveries(conn, decided.newDeliveries, rules),
+    writeDeliveryHold(conn, decided.newDeliveries, rules),
     writeRefunded(conn, decided.refunded),
     writeBalances(conn, decided.balances),
     writeProcessedRequests(conn, decided.processed),
@@ -543,30 +543,16 @@ async function writeAll(conn: Connection, decided: Decided, lockedAt: string, ru
 }
 
 /**
- * The debited sales' deliveries, held by this process for DELIVERY_LEASE_MS: it sends them as soon
- * as the batch commits. Marked as asked already, so a process that takes one over after a crash
- * asks the provider about the reference before it sends (the send may have gone out).
+ * The debited sales, held by this process for DELIVERY_LEASE_MS: it sends them as soon as the
+ * batch commits, and most never need a `deliveries` row (see `delivery_holds`). One row for all of
+ * them, which the stage of any process sweeps once the hold runs out.
  */
-async function writeNewDeliveries(conn: Connection, rows: NewDelivery[], rules: Rules): Promise<void> {
+async function writeDeliveryHold(conn: Connection, rows: NewDelivery[], rules: Rules): Promise<void> {
   if (rows.length === 0) return;
-  const values = rows.map((d) => ({
-    job_id: d.jobId,
-    seller_id: d.sellerId,
-    partition: d.partition,
-    sale_transaction_id: d.saleTransactionId,
-    phone_number: d.phoneNumber,
-    amount: d.amount.toString(),
-  }));
   await conn`
-    insert into deliveries (job_id, seller_id, partition, sale_transaction_id, phone_number, amount, provider, claimed_until,
-                            debited_at)
-    select v.job_id, v.seller_id, v.partition, v.sale_transaction_id::bigint, v.phone_number, v.amount::bigint,
-           ${rules.provider ?? 'simulator'}, now() + make_interval(secs => ${(rules.deliveryLeaseMs ?? 30_000) / 1000}),
-           -- The clock as the batch writes, near its commit (now() is when the transaction began):
-           -- debit → delivered is the delivery stage's own latency.
-           clock_timestamp()
-    from jsonb_to_recordset(${JSON.stringify(values)}::jsonb)
-      as v(job_id uuid, seller_id uuid, partition smallint, sale_transaction_id text, phone_number text, amount text)`;
+    insert into delivery_holds (job_ids, provider, held_until)
+    values (${arrayLiteral(rows.map((d) => d.jobId))}::uuid[], ${rules.provider ?? 'simulator'},
+            now() + make_interval(secs => ${(rules.deliveryLeaseMs ?? 30_000) / 1000}))`;
 }
 
 /** The deliveries whose sales were refunded now. */

@@ -7,6 +7,11 @@ import type { TransactionSql } from 'postgres';
  * is only marked due here, and the seller's partition writes it (see `applyJobs`). Each write is
  * guarded by the status it moves from, so a stale worker (one whose lease ran out while it waited
  * for the provider) can never undo what another decided.
+ *
+ * A sale delivered at the first answer has no `deliveries` row: its job moves from `delivering`
+ * to `succeeded`, and its result records the delivery. A row is written (`recordDeliveries`) only
+ * for a sale that needs asking again, a refund or a pause, and for the sales of a hold that ran
+ * out (`sweepLapsedHolds`, see `delivery_holds`).
  */
 
 type Connection = TransactionSql<{ bigint: bigint }>;
@@ -23,6 +28,8 @@ export interface DeliveryTask {
   resolvedAt: Date | null;
   attempts: number;
   debitedAt: Date;
+  /** Whether its `deliveries` row exists; a sale just debited here has none (see `recordDeliveries`). */
+  recorded: boolean;
 }
 
 /**
@@ -61,7 +68,62 @@ export async function claimDueDeliveries(db: Database, limit: number, leaseMs: n
     resolvedAt: r.resolved_at === null ? null : new Date(r.resolved_at),
     attempts: r.attempts,
     debitedAt: new Date(r.debited_at),
+    recorded: true,
   }));
+}
+
+/**
+ * Writes the `deliveries` rows of sales still `delivering` that have none, made from their jobs
+ * and ledger rows: held by this process for `heldForMs` (it goes on asking the provider), or due
+ * at once for any process (null). A sale settled meanwhile, or recorded by another process, is
+ * left as it is.
+ */
+export async function recordDeliveries(
+  db: Database,
+  jobIds: readonly string[],
+  provider: string,
+  heldForMs: number | null,
+): Promise<void> {
+  if (jobIds.length === 0) return;
+  const claimedUntil = heldForMs === null ? null : new Date(Date.now() + heldForMs).toISOString();
+  await db.$client`
+    insert into deliveries (job_id, seller_id, partition, sale_transaction_id, phone_number, amount, provider,
+                            claimed_until, debited_at)
+    select j.id, j.seller_id, j.partition, t.id, j.phone_number, j.amount, ${provider}, ${claimedUntil}::timestamptz,
+           j.applied_at
+    from jobs j join transactions t on t.job_id = j.id and t.type <> 'charge_refund'
+    where j.id = any(${arrayLiteral(jobIds)}::uuid[]) and j.status = 'delivering'
+    order by j.id
+    on conflict (job_id) do nothing`;
+}
+
+/**
+ * Takes up to `limit` holds that ran out (their process died, or is stuck): each of their sales
+ * still `delivering` without a row gets one, due at once, and the holds are deleted, in one
+ * statement. Several processes may sweep at once: one of two that pick the same hold waits for the
+ * other's delete, then finds it gone, so each hold is swept once (no SKIP LOCKED, which would need
+ * the UPDATE privilege on the table). A sale
+ * its holder settles at the same moment may still get a row, pending; it is asked about, the
+ * provider says delivered (one reference, one top-up), and the row ends delivered without moving
+ * the job again. Returns how many rows were written.
+ */
+export async function sweepLapsedHolds(db: Database, limit: number): Promise<number> {
+  const rows = await db.$client`
+    with lapsed as (
+      delete from delivery_holds where id in (
+        select id from delivery_holds where held_until < now() order by held_until limit ${limit})
+      returning job_ids, provider
+    )
+    insert into deliveries (job_id, seller_id, partition, sale_transaction_id, phone_number, amount, provider,
+                            debited_at)
+    select j.id, j.seller_id, j.partition, t.id, j.phone_number, j.amount, l.provider, j.applied_at
+    from lapsed l cross join unnest(l.job_ids) as u(id)
+    join jobs j on j.id = u.id and j.status = 'delivering'
+    join transactions t on t.job_id = j.id and t.type <> 'charge_refund'
+    order by j.id
+    on conflict (job_id) do nothing
+    returning job_id`;
+  return rows.length;
 }
 
 /**
@@ -78,6 +140,8 @@ export async function releaseDeliveries(db: Database, jobIds: readonly string[])
 /** A top-up the provider (or an operator) says was delivered. */
 export interface Delivered {
   jobId: string;
+  /** The provider that delivered it; an operator's decision leaves it to the delivery's row. */
+  provider?: string;
   providerReference: string | null;
   /** Calls made to the provider in all. */
   attempts: number;
@@ -94,10 +158,11 @@ export interface SettledJob {
 }
 
 /**
- * Ends deliveries as delivered: the delivery, its job (`delivering` → `succeeded`, the result
- * gaining `delivery`), the phone's totals (they count delivered top-ups only) and the webhook
- * event, in one transaction. A delivery no longer pending or unresolved is left alone (decided
- * already, by another worker or an operator); it is not among those returned.
+ * Ends deliveries as delivered: the job (`delivering` → `succeeded`, the result gaining
+ * `delivery`), its delivery row if it has one, the phone's totals (they count delivered top-ups
+ * only) and the webhook event, in one transaction. A sale no longer `delivering`, or whose
+ * delivery is no longer pending or unresolved, is left alone (decided already, by another worker
+ * or an operator); it is not among those returned.
  */
 export async function settleDelivered(db: Database, items: readonly Delivered[]): Promise<SettledJob[]> {
   if (items.length === 0) return [];
@@ -105,9 +170,10 @@ export async function settleDelivered(db: Database, items: readonly Delivered[])
   if (byOperator.length === 0) {
     return db.$client.begin(async (tx) => {
       // The provider's answer commits without waiting for the WAL flush. Safe: the debit is
-      // committed and flushed already, and a settlement lost with a crash only leaves the
-      // delivery pending; it is asked about again, the provider answers delivered again, and it
-      // settles then, phone totals and webhook event with it, once (the move is guarded by status).
+      // committed and flushed already, and a settlement lost with a crash only leaves the sale
+      // `delivering` (its row pending, or its hold in `delivery_holds`, swept once it runs out);
+      // it is asked about again, the provider answers delivered again, and it settles then,
+      // phone totals and webhook event with it, once (the move is guarded by status).
       // An operator's decision, with its audit row, waits for the flush as usual.
       await tx`select set_config('synchronous_commit', 'off', true)`;
       return settle(tx, items);
@@ -124,15 +190,16 @@ export async function settleDelivered(db: Database, items: readonly Delivered[])
 }
 
 /**
- * The settlement as one statement. Its parts read the
- * deliveries and jobs it moved (the RETURNING of the steps before), so the phone totals and the
- * webhook events count exactly the top-ups settled now. A webhook id is drawn beforehand for every
- * item, as the outbox draws them; an item not settled, or of a seller without a webhook, leaves
- * its id unused.
+ * The settlement as one statement. Its parts read the rows moved by the steps before (their
+ * RETURNING), so the phone totals and the webhook events count exactly the jobs settled now. A
+ * job moves when its delivery row moved now, or when it has no row at all (delivered at the first
+ * answer, the common case). A webhook id is drawn beforehand for every item, as the outbox draws
+ * them; an item not settled, or of a seller without a webhook, leaves its id unused.
  */
 async function settle(conn: TransactionSql<{ bigint: bigint }>, items: readonly Delivered[]): Promise<SettledJob[]> {
   const values = items.map((d) => ({
     id: d.jobId,
+    provider: d.provider ?? null,
     reference: d.providerReference,
     attempts: d.attempts,
     resolved_by: d.resolvedBy?.name ?? null,
@@ -141,7 +208,7 @@ async function settle(conn: TransactionSql<{ bigint: bigint }>, items: readonly 
   const rows = await conn<Array<{ job_id: string; seller_id: string; provider: string; debited_at: string }>>`
     with v as (
       select * from jsonb_to_recordset(${JSON.stringify(values)}::jsonb)
-        as v(id uuid, reference text, attempts int, resolved_by text, webhook_id text)
+        as v(id uuid, provider text, reference text, attempts int, resolved_by text, webhook_id text)
     ), d as (
       update deliveries as d set status = 'delivered', delivered_at = now(), updated_at = now(),
         provider_reference = coalesce(v.reference, d.provider_reference), attempts = greatest(d.attempts, v.attempts),
@@ -153,19 +220,24 @@ async function settle(conn: TransactionSql<{ bigint: bigint }>, items: readonly 
         resolved_by = coalesce(v.resolved_by, d.resolved_by),
         resolved_at = case when v.resolved_by is null then d.resolved_at else now() end
       from v where d.job_id = v.id and d.status in ('pending', 'unresolved')
-      returning d.*
+      returning d.job_id, d.provider, d.provider_reference, d.delivered_at, d.attempts
     ), j as (
       update jobs as j set status = 'succeeded', finished_at = clock_timestamp(),
         result = j.result || jsonb_build_object('delivery', jsonb_build_object(
-          'status', 'delivered', 'provider', d.provider, 'provider_reference', d.provider_reference,
-          'delivered_at', d.delivered_at, 'attempts', d.attempts))
-      from d where j.id = d.job_id and j.status = 'delivering'
-      returning j.id, j.type, j.seller_id, j.status, j.submitted_at, j.finished_at, j.result, j.error
+          'status', 'delivered', 'provider', coalesce(d.provider, v.provider),
+          'provider_reference', case when d.job_id is null then v.reference else d.provider_reference end,
+          'delivered_at', coalesce(d.delivered_at, now()), 'attempts', coalesce(d.attempts, v.attempts)))
+      from v left join d on d.job_id = v.id
+      where j.id = v.id and j.status = 'delivering'
+        -- The snapshot before this statement's own update: a row in any status means d decides.
+        and (d.job_id is not null or not exists (select 1 from deliveries x where x.job_id = v.id))
+      returning j.id, j.type, j.seller_id, j.status, j.submitted_at, j.applied_at, j.finished_at, j.result, j.error,
+        j.phone_number, j.amount, coalesce(d.provider, v.provider) as provider
     ), phones as (
       -- One row per number (a number may be topped up twice at once), in number order.
       insert into phone_numbers (number, total_charged, charge_count)
-      select d.phone_number, sum(d.amount), count(*) from d join j on j.id = d.job_id
-      group by d.phone_number order by d.phone_number
+      select j.phone_number, sum(j.amount), count(*) from j
+      group by j.phone_number order by j.phone_number
       on conflict (number) do update set
         total_charged = phone_numbers.total_charged + excluded.total_charged,
         charge_count = phone_numbers.charge_count + excluded.charge_count
@@ -178,7 +250,7 @@ async function settle(conn: TransactionSql<{ bigint: bigint }>, items: readonly 
       from j join v on v.id = j.id
       join webhook_endpoints e on e.seller_id = j.seller_id and e.is_active
     )
-    select d.job_id, d.seller_id, d.provider, d.debited_at from d join j on j.id = d.job_id order by d.job_id`;
+    select j.id as job_id, j.seller_id, j.provider, j.applied_at as debited_at from j order by j.id`;
   return rows.map((s) => ({
     jobId: s.job_id,
     sellerId: s.seller_id,

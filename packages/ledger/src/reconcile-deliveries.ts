@@ -2,7 +2,8 @@ import type { Database } from '@cs/db';
 
 /**
  * Where every debited sale stands against its top-up. Each `charge_sale` row is delivered,
- * refunded, or still on its way (pending, unresolved, refund due); a refund gives back its own
+ * refunded, or still on its way (pending, unresolved, refund due), as its delivery row says, or
+ * its job where it has none (delivered at the first answer, or just debited); a refund gives back its own
  * sale, once; a delivered top-up is never refunded unless listed as a conflict. The database
  * refuses the worst of these already (a unique refund per sale, a trigger that holds a refund to
  * its sale); this reads what is there, so a change made past those guards still shows.
@@ -18,7 +19,7 @@ export interface DeliveryReconciliation {
   /** On their way for longer than the give-up point: an operator should look. */
   pendingTooLong: number;
   oldestPendingAt: Date | null;
-  /** Sales written before deliveries existed: debited, with no delivery record. */
+  /** Sales written before deliveries existed: debited and final, with no delivery on row or job. */
   withoutDelivery: number;
   /** Faults: a sale refunded more than once, a refund without its sale, a refunded delivery without its refund row, a delivered (not conflicting) top-up with a refund. */
   refundedTwice: number;
@@ -52,9 +53,15 @@ export async function reconcileDeliveries(
       }>
     >`
       with sales as (
-        select t.id, d.status, d.debited_at,
+        -- A sale delivered at the first answer, or still held by its process, has no delivery
+        -- row: its job tells (succeeded with result.delivery, or still delivering).
+        select t.id,
+               coalesce(d.status, case when j.status = 'delivering' then 'pending'
+                                       when j.status = 'succeeded' and j.result ? 'delivery' then 'delivered' end) as status,
+               coalesce(d.debited_at, j.applied_at) as debited_at,
                (select count(*) from transactions r where r.refund_of = t.id and r.type = 'charge_refund') as refunds
         from transactions t left join deliveries d on d.sale_transaction_id = t.id
+        left join jobs j on j.id = t.job_id
         where t.type = 'charge_sale' ${seller}
       )
       select count(*)::text as sales,

@@ -27,7 +27,7 @@ const listDeliveries = createRoute({
   operationId: 'listDeliveries',
   tags: ['Deliveries'],
   summary:
-    'Top-up deliveries (operators): ?status=unresolved for those waiting for a decision, conflict for contradictions',
+    'Top-up deliveries that needed more than the first answer (operators): ?status=unresolved for those waiting for a decision, conflict for contradictions',
   security: bearer,
   request: {
     query: z.object({

@@ -81,3 +81,26 @@ export const deliveries = pgTable(
       .where(sql`${t.status} in ('unresolved', 'conflict', 'refund_due')`),
   ],
 );
+
+/**
+ * The sales a batch debited whose deliveries the debiting process holds in memory, one row per
+ * batch: it sends them at once, and most are delivered at the first answer and settled without a
+ * `deliveries` row ever being written (the job's result records the delivery). A sale gets its
+ * `deliveries` row only when it needs one: an answer other than "delivered", a pause, a shutdown.
+ *
+ * This row is what survives the process. Past `held_until` (DELIVERY_LEASE_MS after the debit)
+ * any worker may sweep it: each of its sales still `delivering` without a `deliveries` row (its
+ * holder died, or took that long) gets one, due at once, and the row is deleted. A to-do list,
+ * not a record: the only table the application role may delete from.
+ */
+export const deliveryHolds = pgTable(
+  'delivery_holds',
+  {
+    id: bigint('id', { mode: 'bigint' }).primaryKey().generatedAlwaysAsIdentity(),
+    jobIds: uuid('job_ids').array().notNull(),
+    /** The provider the sales were sent to (PROVIDER), as their `deliveries` rows will say. */
+    provider: text('provider').notNull(),
+    heldUntil: timestamp('held_until', { withTimezone: true }).notNull(),
+  },
+  (t) => [index('delivery_holds_held_until_idx').on(t.heldUntil)],
+);

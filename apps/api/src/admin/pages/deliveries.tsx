@@ -37,9 +37,13 @@ const tabHelp: Record<DeliveryStatus, string> = {
   conflict:
     "The provider's late answer contradicts the operator's decision: a refunded top-up that was delivered, or a " +
     'top-up marked delivered that failed. Settle it with the seller and the provider.',
-  pending: 'Debited, the provider is being asked; most end within seconds.',
+  pending:
+    'Debited, the provider is being asked again (the first answer was not "delivered"); most end within seconds. ' +
+    'A sale just debited is sent at once and shows here only if its first answer leaves it open.',
   refund_due: "The top-up failed for certain (or an operator chose refund); the seller's partition writes the refund.",
-  delivered: 'Delivered top-ups: their sales succeeded.',
+  delivered:
+    'Top-ups delivered after more than the first answer, or by an operator: their sales succeeded. A top-up ' +
+    'delivered at the first answer is recorded on its sale (GET /api/jobs/{id}, and GET /api/deliveries/{id}), not listed here.',
   refunded: 'Refused top-ups, given back by a charge_refund ledger row.',
 };
 /** The statuses whose rows stay few: those in the partial index deliveries_attention_idx. */
