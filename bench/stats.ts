@@ -41,9 +41,9 @@ export interface JobStats {
   delivery?: DeliveryStats;
 }
 
-/** The delivery stage's figures: debit (the batch's write of the delivery) → delivered. */
+/** The delivery stage's figures: debit (the batch's write of the sale) → delivered. */
 export interface DeliveryStats {
-  /** Delivery rows of the phase's jobs: one per debited sale. */
+  /** Deliveries of the phase's jobs, by row or by job: one per debited sale. */
   records: number;
   delivered: number;
   /** Still on their way when read: pending, unresolved, refund due. */
@@ -191,7 +191,7 @@ export function judgeHttpPhase(phase: {
     const d = stats.delivery;
     const records = d?.records ?? 0;
     if (records !== stats.debited)
-      problems.push(`${fmt(stats.debited)} sales debited but ${fmt(records)} delivery records written`);
+      problems.push(`${fmt(stats.debited)} sales debited but ${fmt(records)} of them with a delivery (row or job)`);
     // Pending ones are the drain's line above (or were settled between the drain and the read).
     const ended = records - (d?.pending ?? 0);
     if (d && d.delivered < ended)

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { SIMULATOR_NUMBERS } from '@cs/delivery';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testSql } from '../support/db.ts';
 import { createSeller, fundSeller, type TestSeller, waitForJob } from '../support/factories.ts';
@@ -182,6 +183,13 @@ describe('roles: every /api route by viewer, approver, admin, bootstrap and sell
     expect(sale.status).toBe(202);
     w.jobId = sale.body.job_id;
     expect((await waitForJob(client, w.jobId)).status).toBe('succeeded');
+    // Declined and refunded: a delivery with a row of its own, for the list of deliveries (a top-up
+    // delivered at the first answer, like the one above, is read from its job only).
+    const declined = await client.post('/api/charge-sales', {
+      token: w.target.apiKey,
+      body: { seller_id: w.target.id, phone_number: SIMULATOR_NUMBERS.declines, amount: 1000 },
+    });
+    expect((await waitForJob(client, declined.body.job_id)).status).toBe('rejected');
     w.operators = {
       viewer: await createOperator(client, 'viewer'),
       approver: await createOperator(client, 'approver'),

@@ -20,8 +20,13 @@ import type { Logger } from 'pino';
 
 /** How long a settlement waits for others to join its statement. */
 const SETTLE_GATHER_MS = 10;
-/** Most holds one poll sweeps (each names a batch's sales). */
-const SWEEP_LIMIT = 50;
+/**
+ * Holds one statement sweeps (each names a batch's sales), and statements one poll may run while
+ * each finds as many: under load a batch of a few sales commits every few milliseconds, and the
+ * sweep must keep up with the holds that run out.
+ */
+const SWEEP_LIMIT = 200;
+const SWEEP_ROUNDS = 10;
 
 export interface DeliverySettings {
   concurrency: number;
@@ -172,10 +177,7 @@ export class DeliveryStage {
     if (probe && !this.breaker.tryProbe()) return;
     this.polling = true;
     try {
-      // Holds that ran out become rows, due: claimed below, here or by another process.
-      await sweepLapsedHolds(this.deps.db, SWEEP_LIMIT).catch((err: Error) => {
-        this.deps.logger.warn({ err: err.message }, 'could not sweep the holds that ran out');
-      });
+      await this.sweep();
       const due = await claimDueDeliveries(this.deps.db, probe ? 1 : room, this.deps.settings.leaseMs);
       if (probe && due.length === 0) this.breaker.cancelProbe();
       for (const task of due) this.enqueue(task, false, probe);
@@ -184,6 +186,18 @@ export class DeliveryStage {
       this.deps.logger.warn({ err: (err as Error).message }, 'could not look for deliveries due');
     } finally {
       this.polling = false;
+    }
+  }
+
+  /** Holds that ran out become rows, due: claimed by the poll, here or in another process. */
+  private async sweep(): Promise<void> {
+    try {
+      for (let round = 0; round < SWEEP_ROUNDS; round++) {
+        const { holds } = await sweepLapsedHolds(this.deps.db, SWEEP_LIMIT);
+        if (holds < SWEEP_LIMIT) return;
+      }
+    } catch (err) {
+      this.deps.logger.warn({ err: (err as Error).message }, 'could not sweep the holds that ran out');
     }
   }
 

@@ -105,25 +105,27 @@ export async function recordDeliveries(
  * the UPDATE privilege on the table). A sale
  * its holder settles at the same moment may still get a row, pending; it is asked about, the
  * provider says delivered (one reference, one top-up), and the row ends delivered without moving
- * the job again. Returns how many rows were written.
+ * the job again. Returns how many holds were swept and how many rows written.
  */
-export async function sweepLapsedHolds(db: Database, limit: number): Promise<number> {
-  const rows = await db.$client`
+export async function sweepLapsedHolds(db: Database, limit: number): Promise<{ holds: number; recorded: number }> {
+  const [row] = await db.$client<[{ holds: number; recorded: number }]>`
     with lapsed as (
       delete from delivery_holds where id in (
         select id from delivery_holds where held_until < now() order by held_until limit ${limit})
       returning job_ids, provider
+    ), recorded as (
+      insert into deliveries (job_id, seller_id, partition, sale_transaction_id, phone_number, amount, provider,
+                              debited_at)
+      select j.id, j.seller_id, j.partition, t.id, j.phone_number, j.amount, l.provider, j.applied_at
+      from lapsed l cross join unnest(l.job_ids) as u(id)
+      join jobs j on j.id = u.id and j.status = 'delivering'
+      join transactions t on t.job_id = j.id and t.type <> 'charge_refund'
+      order by j.id
+      on conflict (job_id) do nothing
+      returning job_id
     )
-    insert into deliveries (job_id, seller_id, partition, sale_transaction_id, phone_number, amount, provider,
-                            debited_at)
-    select j.id, j.seller_id, j.partition, t.id, j.phone_number, j.amount, l.provider, j.applied_at
-    from lapsed l cross join unnest(l.job_ids) as u(id)
-    join jobs j on j.id = u.id and j.status = 'delivering'
-    join transactions t on t.job_id = j.id and t.type <> 'charge_refund'
-    order by j.id
-    on conflict (job_id) do nothing
-    returning job_id`;
-  return rows.length;
+    select (select count(*) from lapsed)::int as holds, (select count(*) from recorded)::int as recorded`;
+  return { holds: row?.holds ?? 0, recorded: row?.recorded ?? 0 };
 }
 
 /**

@@ -4,9 +4,11 @@ import { transactions } from './transactions.ts';
 import { deliveryResolutions, deliveryStatuses, sqlList } from './vocabulary.ts';
 
 /**
- * A debited sale's top-up, from the debit to its end: written by the partition's batch with the
- * `charge_sale` row, then moved on by the delivery stage (the provider's answers), by an operator
- * (an unresolved one) and by the partition again (the refund). Its id is the sale's job id, which
+ * A debited sale's top-up that needed more than the first answer, from then to its end: written by
+ * the delivery stage when an answer is not "delivered", when it pauses or stops, or when it sweeps
+ * a hold that ran out (`deliveryHolds`), then moved on by the stage (the provider's answers), by an
+ * operator (an unresolved one) and by the partition (the refund). A sale delivered at the first
+ * answer has none: its job's result records the delivery. Its id is the sale's job id, which
  * is also the reference the provider is sent on every attempt: one top-up per sale, whoever asks.
  *
  * Its sale, job and seller are checked at insert by the trigger `deliveries_name_their_sale`
