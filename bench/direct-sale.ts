@@ -93,10 +93,10 @@ export async function sellInOneTransaction(sql: Sql, sale: DirectSale, ledgerKey
       tx`update sellers set credit_balance = ${newBalance.toString()}::bigint, ledger_head = ${hmac}
          where id = ${sale.sellerId}`,
       tx`insert into jobs (id, type, seller_id, partition, queue_job_id, status, amount, phone_number, request_id,
-                           result, submitted_at, started_at, finished_at)
+                           result, submitted_at, started_at, applied_at, finished_at)
          values (${jobId}, 'charge_sale', ${sale.sellerId}, ${partitionOf(sale.sellerId, PARTITIONS)}, ${jobId}, 'succeeded',
                  ${amount}::bigint, ${sale.phoneNumber}, ${sale.requestId}, ${tx.json(result)},
-                 ${sale.receivedAt}, now(), clock_timestamp())`,
+                 ${sale.receivedAt}, now(), clock_timestamp(), clock_timestamp())`,
       tx`insert into transactions (id, seller_id, type, amount, balance_after, job_id, phone_number, description,
                                    created_at, hmac)
          overriding system value

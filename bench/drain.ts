@@ -34,7 +34,7 @@ export const describeBacklog = (b: Backlog) =>
 export async function backlog(sql: Sql, { held = false } = {}): Promise<Required<Backlog>> {
   const [row] = await retrying(
     () => sql<{ jobs: number; deliveries: number }[]>`
-      select (select count(*) from jobs where status in ('queued', 'processing'))::int as jobs,
+      select (select count(*) from jobs where applied_at is null and error is null)::int as jobs,
              ((select count(*) from deliveries where watching)
                + (select count(*) from deliveries where status = 'refund_due'))::int as deliveries`,
   );

@@ -27,8 +27,9 @@ describe('database constraints, with the application bypassed', () => {
     jobId = randomUUID();
     await sql`insert into sellers (id, name, email, phone, api_key_hash, credit_balance)
               values (${sellerId}, 'Direct', ${`${sellerId}@direct.test`}, '09120000000', ${`hash-${sellerId}`}, 1000)`;
-    await sql`insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number, status, finished_at)
-              values (${jobId}, 'charge_sale', ${sellerId}, 0, ${jobId}, 500, '09121111111', 'succeeded', now())`;
+    await sql`insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number, status, applied_at,
+                                finished_at)
+              values (${jobId}, 'charge_sale', ${sellerId}, 0, ${jobId}, 500, '09121111111', 'succeeded', now(), now())`;
     await sql`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number, hmac)
               values (${sellerId}, 'charge_sale', -500, 500, ${jobId}, '09121111111', ${ANY_HMAC})`;
   });
@@ -174,6 +175,52 @@ describe('database constraints, with the application bypassed', () => {
     await expect(
       sql`insert into sellers (id, name, email, phone, api_key_hash) values (${randomUUID()}, 'B', ${email.toUpperCase()}, '09120000000', ${randomUUID()})`,
     ).rejects.toMatchObject({ code: '23505' });
+  });
+
+  it('refuses a job open and applied, or final and unapplied: the open-jobs index relies on it', async () => {
+    const violates = { code: '23514', constraint_name: 'jobs_open_iff_unapplied' };
+    await expect(sale(sql, randomUUID(), sellerId, sql`returning id`)).resolves.toHaveLength(1);
+    // queued, yet applied or failed
+    await expect(
+      sql`insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number, applied_at)
+          values (${randomUUID()}, 'charge_sale', ${sellerId}, 0, ${randomUUID()}, 500, '09121111111', now())`,
+    ).rejects.toMatchObject(violates);
+    await expect(
+      sql`insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number, error)
+          values (${randomUUID()}, 'charge_sale', ${sellerId}, 0, ${randomUUID()}, 500, '09121111111', '{}'::jsonb)`,
+    ).rejects.toMatchObject(violates);
+    // debited or final, yet neither applied nor failed
+    await expect(
+      sql`insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number, status)
+          values (${randomUUID()}, 'charge_sale', ${sellerId}, 0, ${randomUUID()}, 500, '09121111111', 'delivering')`,
+    ).rejects.toMatchObject(violates);
+    await expect(sql`update jobs set applied_at = null where id = ${jobId}`).rejects.toMatchObject(violates);
+  });
+
+  it("indexes no column a sale's settlement changes, so that it can be a HOT update", async () => {
+    // Every column an index of jobs reads: its keys, its expressions and its predicate.
+    const [row] = await sql<[{ columns: string[] }]>`
+      select array_agg(distinct a.attname order by a.attname) as columns
+      from pg_index i
+      join pg_attribute a on a.attrelid = i.indrelid and a.attnum > 0 and (
+        a.attnum = any(i.indkey)
+        or a.attname = any(regexp_split_to_array(coalesce(pg_get_expr(i.indexprs, i.indrelid), ''), '[^a-z_]+'))
+        or a.attname = any(regexp_split_to_array(coalesce(pg_get_expr(i.indpred, i.indrelid), ''), '[^a-z_]+')))
+      where i.indrelid = 'jobs'::regclass`;
+    // The settlement writes status, finished_at and result (packages/ledger/src/delivery-records.ts).
+    expect(row.columns).toEqual([
+      'applied_at',
+      'error',
+      'id',
+      'idempotency_key',
+      'partition',
+      'seller_id',
+      'submitted_at',
+    ]);
+    const [options] = await sql<
+      [{ reloptions: string[] }]
+    >`select reloptions from pg_class where oid = 'jobs'::regclass`;
+    expect(options.reloptions).toContain('fillfactor=70');
   });
 
   it('refuses a reused idempotency key for one seller, and an unknown job status', async () => {

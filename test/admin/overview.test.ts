@@ -259,9 +259,10 @@ describe('the last hour at a glance: GET /api/overview and the /admin overview p
       fakes.push(id);
       await sql`
         insert into jobs (id, type, seller_id, partition, queue_job_id, status, amount, phone_number, result,
-                          submitted_at, started_at, finished_at)
+                          submitted_at, started_at, applied_at, finished_at)
         values (${id}, 'charge_sale', ${shop.id}, 0, ${uuidv7At(submitted)}, 'succeeded', 1,
-                '09121112233', '{}'::jsonb, ${new Date(submitted)}, ${new Date(finished)}, ${new Date(finished)})`;
+                '09121112233', '{}'::jsonb, ${new Date(submitted)}, ${new Date(finished)}, ${new Date(finished)},
+                ${new Date(finished)})`;
     };
     const total = (o: Overview) => o.sales_per_minute.reduce((sum, m) => sum + m.count, 0);
     try {

@@ -64,8 +64,9 @@ describe('connected as the application role, history cannot be rewritten', () =>
     });
     await owner`insert into sellers (id, name, email, phone, api_key_hash, credit_balance)
                 values (${sellerId}, 'Privileges', ${`${sellerId}@privileges.test`}, '09120000000', ${`hash-${sellerId}`}, 1000)`;
-    await owner`insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number, status, finished_at)
-                values (${jobId}, 'charge_sale', ${sellerId}, 0, ${jobId}, 500, '09121111111', 'succeeded', now())`;
+    await owner`insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number, status, applied_at,
+                                  finished_at)
+                values (${jobId}, 'charge_sale', ${sellerId}, 0, ${jobId}, 500, '09121111111', 'succeeded', now(), now())`;
     await owner`insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number, hmac)
                 values (${sellerId}, 'charge_sale', -500, 500, ${jobId}, '09121111111', ${ANY_HMAC})`;
   });

@@ -32,8 +32,8 @@ describe('refunds: one per sale, whole, and reconcile finds one that is not', ()
     jobId = randomUUID();
     await sql`insert into sellers (id, name, email, phone, api_key_hash, credit_balance)
               values (${sellerId}, 'Direct', ${`${sellerId}@direct.test`}, '09120000000', ${`hash-${sellerId}`}, 500)`;
-    await sql`insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number, status)
-              values (${jobId}, 'charge_sale', ${sellerId}, 0, ${jobId}, 500, ${PHONE}, 'delivering')`;
+    await sql`insert into jobs (id, type, seller_id, partition, queue_job_id, amount, phone_number, status, applied_at)
+              values (${jobId}, 'charge_sale', ${sellerId}, 0, ${jobId}, 500, ${PHONE}, 'delivering', now())`;
     const [sale] = await sql<[{ id: bigint }]>`
       insert into transactions (seller_id, type, amount, balance_after, job_id, phone_number, hmac)
       values (${sellerId}, 'charge_sale', -500, 500, ${jobId}, ${PHONE}, ${ANY_HMAC}) returning id`;
@@ -78,8 +78,10 @@ describe('refunds: one per sale, whole, and reconcile finds one that is not', ()
     await sql`insert into credit_requests (id, seller_id, amount, status, processed_at, processed_by)
               values (${credit}, ${sellerId}, 700, 'approved', now(), 'bootstrap')`;
     const creditJob = randomUUID();
-    await sql`insert into jobs (id, type, seller_id, partition, queue_job_id, credit_request_id, action, processed_by, status, finished_at)
-              values (${creditJob}, 'credit_approval', ${sellerId}, 0, ${creditJob}, ${credit}, 'approve', 'bootstrap', 'succeeded', now())`;
+    await sql`insert into jobs (id, type, seller_id, partition, queue_job_id, credit_request_id, action, processed_by, status,
+                                applied_at, finished_at)
+              values (${creditJob}, 'credit_approval', ${sellerId}, 0, ${creditJob}, ${credit}, 'approve', 'bootstrap', 'succeeded',
+                      now(), now())`;
     const [increase] = await sql<[{ id: bigint }]>`
       insert into transactions (seller_id, type, amount, balance_after, job_id, credit_request_id, hmac)
       values (${sellerId}, 'credit_increase', 700, 2200, ${creditJob}, ${credit}, ${ANY_HMAC}) returning id`;

@@ -1,4 +1,4 @@
-import { type Database, jobs, openJobStatuses } from '@cs/db';
+import { type Database, jobs, openJobCondition, openJobStatuses } from '@cs/db';
 import { refundsWaiting } from '@cs/ledger';
 import { deliver, refundMessageId } from '@cs/queue';
 import type { Queue } from 'bullmq';
@@ -29,6 +29,7 @@ export async function requeueLostJobs(db: Database, queue: Queue, partition: num
     .where(
       and(
         eq(jobs.partition, partition),
+        sql.raw(openJobCondition),
         inArray(jobs.status, [...openJobStatuses]),
         lt(jobs.submittedAt, sql`now() - make_interval(secs => ${GRACE_MS / 1000})`),
       ),

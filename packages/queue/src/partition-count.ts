@@ -1,9 +1,8 @@
-import { type Database, openJobStatuses } from '@cs/db';
+import { type Database, openJobCondition } from '@cs/db';
 import { partitionOf } from './partitions.ts';
 
-// The statuses written out, as in the partial index of open jobs, so the planner uses that index.
-const openJobsBySeller = `select distinct seller_id, partition from jobs
-  where status in (${openJobStatuses.map((s) => `'${s}'`).join(', ')})`;
+// The condition of the partial index of open jobs, so that the planner uses that index.
+const openJobsBySeller = `select distinct seller_id, partition from jobs where ${openJobCondition}`;
 
 /**
  * The sellers with open jobs recorded under a partition other than the one `partitions` gives

@@ -1,5 +1,5 @@
-import { type Database, jobs, openJobStatuses } from '@cs/db';
-import { count, inArray, sql } from 'drizzle-orm';
+import { type Database, jobs, openJobCondition, openJobStatuses } from '@cs/db';
+import { and, count, inArray, sql } from 'drizzle-orm';
 import type { JobQueues } from '../services/job-queues.ts';
 
 /** Bars of the overview: the current minute and the 59 before it. */
@@ -89,7 +89,7 @@ async function readOpenJobs(db: Database): Promise<Map<number, number>> {
   const rows = await db
     .select({ partition: jobs.partition, open: count() })
     .from(jobs)
-    .where(inArray(jobs.status, [...openJobStatuses]))
+    .where(and(sql.raw(openJobCondition), inArray(jobs.status, [...openJobStatuses])))
     .groupBy(jobs.partition);
   return new Map(rows.map((row) => [row.partition, row.open]));
 }

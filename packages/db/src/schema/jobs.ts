@@ -17,6 +17,7 @@ import {
   jobStatuses,
   jobTypes,
   normalisedPhonePattern,
+  openJobCondition,
   openJobStatuses,
   sqlList,
 } from './vocabulary.ts';
@@ -93,8 +94,11 @@ export const jobs = pgTable(
     uniqueIndex('jobs_seller_idempotency_key_unique')
       .on(t.sellerId, t.idempotencyKey)
       .where(sql`${t.idempotencyKey} is not null`),
-    index('jobs_unfinished_idx')
-      .on(t.partition, t.submittedAt)
-      .where(sql`${t.status} in (${sqlList(openJobStatuses)})`),
+    // A job is open until it is applied or failed, and only then (see openJobCondition).
+    check(
+      'jobs_open_iff_unapplied',
+      sql`(${t.status} in (${sqlList(openJobStatuses)})) = (${sql.raw(openJobCondition)})`,
+    ),
+    index('jobs_unfinished_idx').on(t.partition, t.submittedAt).where(sql.raw(openJobCondition)),
   ],
 );

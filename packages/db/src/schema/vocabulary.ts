@@ -10,6 +10,15 @@ export type JobType = (typeof jobTypes)[number];
 
 /** A job in one of these may still take its effect. */
 export const openJobStatuses = ['queued', 'processing'] as const;
+/**
+ * An open job in SQL, as the partial index `jobs_unfinished_idx` and the CHECK
+ * `jobs_open_iff_unapplied` state it: not yet applied, and not failed unapplied. It names no
+ * `status` on purpose: an index over `status` makes every change of it a non-HOT update (a new row
+ * version on any page, an entry in every index), and a sale's settlement, `delivering` →
+ * `succeeded`, changes nothing else indexed. A query of open jobs adds this condition, so that the
+ * planner can use the index.
+ */
+export const openJobCondition = 'applied_at is null and error is null';
 /** A job in one of these has taken its one effect (or none, for good): nothing more happens to it. */
 export const finalJobStatuses = ['succeeded', 'rejected', 'failed'] as const;
 /**
