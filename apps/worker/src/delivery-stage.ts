@@ -170,22 +170,31 @@ export class DeliveryStage {
   }
 
   private async poll(): Promise<void> {
+    if (this.polling || this.stopped) return;
+    this.polling = true;
+    try {
+      // Whatever this process has room for: the holds that ran out become rows all the same.
+      await this.sweep();
+      await this.claim();
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  /** Takes up the deliveries due that this process has room for. */
+  private async claim(): Promise<void> {
     const room = this.deps.settings.concurrency - this.inFlight - this.waiting.length;
-    if (this.polling || this.stopped || room <= 0) return;
+    if (this.stopped || room <= 0) return;
     // Paused: one delivery at a time, once each cooldown, is the probe.
     const probe = !this.breaker.closed;
     if (probe && !this.breaker.tryProbe()) return;
-    this.polling = true;
     try {
-      await this.sweep();
       const due = await claimDueDeliveries(this.deps.db, probe ? 1 : room, this.deps.settings.leaseMs);
       if (probe && due.length === 0) this.breaker.cancelProbe();
       for (const task of due) this.enqueue(task, false, probe);
     } catch (err) {
       if (probe) this.breaker.cancelProbe();
       this.deps.logger.warn({ err: (err as Error).message }, 'could not look for deliveries due');
-    } finally {
-      this.polling = false;
     }
   }
 
