@@ -279,6 +279,37 @@ describe("a sale's top-up delivered by an HTTP provider", () => {
     expect((await phoneTotals(phone)).body).toMatchObject({ number: phone, total_charged: '12000', charge_count: 2 });
   });
 
+  it("a row written beside its sale's settlement (a sweep that read the job first) ends as the job says, unasked", async () => {
+    const seller = await fundedSeller('Swept beside');
+    const phone = `0912${String(randomInt(10_000_000)).padStart(7, '0')}`;
+    const res = await sell(seller, phone, 4_000n, true, { prefer: 'wait=10' });
+    const job = await expectDelivered(seller, res.body.job_id, 4_000n);
+    const before = await provider.stats();
+    // What such a sweep leaves: a pending row, due at once, beside a job already succeeded.
+    await sql`
+      insert into deliveries (job_id, seller_id, partition, sale_transaction_id, phone_number, amount, provider, debited_at)
+      select j.id, j.seller_id, j.partition, t.id, j.phone_number, j.amount, 'http', j.applied_at
+      from jobs j join transactions t on t.job_id = j.id and t.type = 'charge_sale' where j.id = ${job.job_id}`;
+    await until(
+      'the row ended as its job says',
+      async () => (await sql`select status from deliveries where job_id = ${job.job_id}`)[0]?.status === 'delivered',
+      10_000,
+    );
+    const [row] = await sql`
+      select watching, provider_reference, attempts, delivered_at from deliveries where job_id = ${job.job_id}`;
+    expect(row).toMatchObject({
+      watching: false,
+      provider_reference: job.result.delivery.provider_reference,
+      attempts: 1,
+    });
+    expect(row?.delivered_at.toISOString()).toBe(new Date(job.result.delivery.delivered_at).toISOString());
+    // Nobody asked the provider about it, and the sale and its phone's totals moved once.
+    const after = await provider.stats();
+    expect([after.sends, after.statusQueries]).toEqual([before.sends, before.statusQueries]);
+    expect(await jobOf(client, job.job_id)).toMatchObject({ status: 'succeeded', result: job.result });
+    expect((await phoneTotals(phone)).body).toMatchObject({ total_charged: '4000', charge_count: 1 });
+  });
+
   it('09990000005 never knows: a waiting client gets 202 delivering, and the sale stays debited and delivering', async () => {
     const seller = await fundedSeller('Never knows');
     const res = await sell(seller, SIMULATOR_NUMBERS.neverKnows, 50_000n, null, { prefer: 'wait=2' });

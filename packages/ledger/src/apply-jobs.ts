@@ -251,7 +251,7 @@ export interface Decided {
   /** The audit rows of the approvals and rejections decided: written with their effect. */
   audits: AuditEntry[];
   balances: Array<LockedSeller>;
-  /** Sales debited now, whose deliveries are written with their debits. */
+  /** Sales debited now: their hold is written with their debits, and the stage sends them. */
   newDeliveries: NewDelivery[];
   /** Deliveries refunded now, and the refund rows that gave their sales back. */
   refunded: Array<{ jobId: string; refundTransactionId: string }>;

@@ -34,7 +34,8 @@ export interface DeliveryTask {
 
 /**
  * Takes up to `limit` deliveries that are due and that nobody holds (a lease that ran out is
- * nobody's), and holds them for `leaseMs`. SKIP LOCKED: several worker processes poll at once,
+ * nobody's), and holds them for `leaseMs`. A due row whose sale is already settled (see
+ * `sweepLapsedHolds`) is ended as delivered instead. SKIP LOCKED: several worker processes poll at once,
  * and each delivery goes to one of them.
  */
 export async function claimDueDeliveries(db: Database, limit: number, leaseMs: number): Promise<DeliveryTask[]> {
@@ -50,14 +51,26 @@ export async function claimDueDeliveries(db: Database, limit: number, leaseMs: n
       debited_at: string;
     }>
   >`
-    update deliveries as d set claimed_until = now() + make_interval(secs => ${leaseMs / 1000}), updated_at = now()
-    where d.job_id in (
-      select job_id from deliveries
-      where watching and next_attempt_at <= now() and (claimed_until is null or claimed_until < now())
+    with due as (
+      select d.job_id, (j.status = 'succeeded' and j.result ? 'delivery' and d.resolution is null) as settled
+      from deliveries d join jobs j on j.id = d.job_id
+      where d.watching and d.next_attempt_at <= now() and (d.claimed_until is null or d.claimed_until < now())
         -- A refund on its way to the partition is the partition's until it is written.
-        and status <> 'refund_due'
-      order by next_attempt_at limit ${limit}
-      for update skip locked)
+        and d.status <> 'refund_due'
+      order by d.next_attempt_at limit ${limit}
+      for update of d skip locked
+    ), ended as (
+      -- A sale its holder settled from the job while a sweep wrote its row (the two overlapped):
+      -- the row ends as the job says, and is not asked about.
+      update deliveries as d set status = 'delivered', watching = false, claimed_until = null, updated_at = now(),
+        delivered_at = (j.result -> 'delivery' ->> 'delivered_at')::timestamptz,
+        provider_reference = coalesce(j.result -> 'delivery' ->> 'provider_reference', d.provider_reference),
+        attempts = greatest(d.attempts, coalesce((j.result -> 'delivery' ->> 'attempts')::int, 0))
+      from due join jobs j on j.id = due.job_id
+      where d.job_id = due.job_id and due.settled
+    )
+    update deliveries as d set claimed_until = now() + make_interval(secs => ${leaseMs / 1000}), updated_at = now()
+    from due where d.job_id = due.job_id and not due.settled
     returning d.job_id, d.phone_number, d.amount, d.provider, d.resolution, d.resolved_at, d.attempts, d.debited_at`;
   return rows.map((r) => ({
     jobId: r.job_id,
@@ -103,9 +116,10 @@ export async function recordDeliveries(
  * statement. Several processes may sweep at once: one of two that pick the same hold waits for the
  * other's delete, then finds it gone, so each hold is swept once (no SKIP LOCKED, which would need
  * the UPDATE privilege on the table). A sale
- * its holder settles at the same moment may still get a row, pending; it is asked about, the
- * provider says delivered (one reference, one top-up), and the row ends delivered without moving
- * the job again. Returns how many holds were swept and how many rows written.
+ * its holder settles at the same moment may still get a row, pending and due; the next claim ends
+ * it as its job says (`claimDueDeliveries`), or, if the settlement had not committed yet, it is
+ * asked about, the provider says delivered (one reference, one top-up), and the row ends
+ * delivered without moving the job again. Returns how many holds were swept and how many rows written.
  */
 export async function sweepLapsedHolds(db: Database, limit: number): Promise<{ holds: number; recorded: number }> {
   const [row] = await db.$client<[{ holds: number; recorded: number }]>`
@@ -199,7 +213,10 @@ export async function settleDelivered(db: Database, items: readonly Delivered[])
  * them; an item not settled, or of a seller without a webhook, leaves its id unused.
  */
 async function settle(conn: TransactionSql<{ bigint: bigint }>, items: readonly Delivered[]): Promise<SettledJob[]> {
-  const values = items.map((d) => ({
+  // One item per job: a sale answered twice in one gathering (its hold ran out while its holder
+  // waited, and this process took the row over) would otherwise write its webhook event twice.
+  const unique = [...new Map(items.map((d) => [d.jobId, d])).values()];
+  const values = unique.map((d) => ({
     id: d.jobId,
     provider: d.provider ?? null,
     reference: d.providerReference,

@@ -68,7 +68,10 @@ async function deliveryOfJob(db: Database, jobId: string): Promise<DeliveryRecor
     select j.seller_id, j.partition, j.phone_number, j.amount, j.status, j.result, j.applied_at, j.finished_at,
            h.provider as held_provider, h.held_until
     from jobs j
-    left join lateral (select provider, held_until from delivery_holds where j.id = any(job_ids) limit 1) h on true
+    -- The holds have no index by job (they live DELIVERY_LEASE_MS): read only for a sale still on its way.
+    left join lateral (
+      select provider, held_until from delivery_holds where j.status = 'delivering' and j.id = any(job_ids) limit 1
+    ) h on true
     where j.id = ${jobId} and j.type = 'charge_sale'
       and (j.status = 'delivering' or (j.status = 'succeeded' and j.result ? 'delivery'))`;
   if (!job) return undefined;

@@ -1,5 +1,5 @@
-import { type Database, jobs, openJobCondition, openJobStatuses } from '@cs/db';
-import { and, count, inArray, sql } from 'drizzle-orm';
+import { type Database, jobs, openJobCondition } from '@cs/db';
+import { count, sql } from 'drizzle-orm';
 import type { JobQueues } from '../services/job-queues.ts';
 
 /** Bars of the overview: the current minute and the 59 before it. */
@@ -84,12 +84,16 @@ async function readFinished(db: Database) {
   return [...rows];
 }
 
-/** Open (non-final) jobs per partition: an index-only scan of the partial index `jobs_unfinished_idx`. */
+/**
+ * Open (not yet applied) jobs per partition: an index-only scan of the partial index
+ * `jobs_unfinished_idx`, whose condition names no status (the CHECK `jobs_open_iff_unapplied` holds
+ * it equal to the open statuses).
+ */
 async function readOpenJobs(db: Database): Promise<Map<number, number>> {
   const rows = await db
     .select({ partition: jobs.partition, open: count() })
     .from(jobs)
-    .where(and(sql.raw(openJobCondition), inArray(jobs.status, [...openJobStatuses])))
+    .where(sql.raw(openJobCondition))
     .groupBy(jobs.partition);
   return new Map(rows.map((row) => [row.partition, row.open]));
 }

@@ -39,7 +39,8 @@ const tabHelp: Record<DeliveryStatus, string> = {
     'top-up marked delivered that failed. Settle it with the seller and the provider.',
   pending:
     'Debited, the provider is being asked again (the first answer was not "delivered"); most end within seconds. ' +
-    'A sale just debited is sent at once and shows here only if its first answer leaves it open.',
+    'A sale just debited is sent at once and shows here only if its first answer leaves it open, or if its ' +
+    'worker stopped before an answer (taken over once its hold ran out).',
   refund_due: "The top-up failed for certain (or an operator chose refund); the seller's partition writes the refund.",
   delivered:
     'Top-ups delivered after more than the first answer, or by an operator: their sales succeeded. A top-up ' +
