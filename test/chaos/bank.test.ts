@@ -35,7 +35,8 @@ import { ADMIN_TOKEN } from '../support/system.ts';
  *   and a host's links to both slowed by 200 ms each way (delaying proxies). Each heals before
  *   the fault ends.
  * Two cluster faults never run at once (two of three masters down, no replica could be elected),
- * nor two of one kind on one host. Where namespaces cannot be made (not root) the workers run on
+ * nor two PostgreSQL faults (both would start the one server again), nor two of one kind on one
+ * host. Where namespaces cannot be made (not root) the workers run on
  * this host, the host faults are left out, and one line says so; CS_REQUIRE_NETNS=1 (CI) makes
  * that a failure.
  */

@@ -163,10 +163,14 @@ function clusterFaults(cluster: LocalRedisCluster): Fault[] {
 }
 
 function postgresFaults({ postgres }: ChaosWorld): Fault[] {
+  // One server: a stop and a crash drawn at once would both start it again, and the second start
+  // finds it running and fails. They wait for each other.
+  const lock = () => 'postgres';
   return [
     {
       kind: 'PostgreSQL crash',
       name: 'PostgreSQL crashed (immediate) and started again after 1–3 s',
+      lock,
       run: async ({ ms }) => {
         await postgres.crash();
         await sleep(1000 + ms * 2);
@@ -177,6 +181,7 @@ function postgresFaults({ postgres }: ChaosWorld): Fault[] {
     {
       kind: 'PostgreSQL stop',
       name: 'PostgreSQL stopped cleanly and started again after 1–3 s',
+      lock,
       run: async ({ ms }) => {
         await postgres.stop();
         await sleep(1000 + ms * 2);
