@@ -4,7 +4,7 @@
  * (which fail the run) and warnings, and the reconciliation of the sellers' balances and ledgers.
  */
 import type { Database } from '@cs/db';
-import { reconcile, reconcileDeliveries } from '@cs/ledger';
+import { reconcile, reconcileDeliveries, saleDeliveryStatusSql } from '@cs/ledger';
 import type postgres from 'postgres';
 import { callApi } from './api-client.ts';
 import type { Sql } from './direct-sale.ts';
@@ -88,8 +88,7 @@ export async function jobStats(sql: Sql, tag: string, since: Date): Promise<JobS
         left join deliveries d on d.job_id = j.id
         -- A sale delivered at the first answer has no delivery row: its job records the delivery.
         cross join lateral (
-          select coalesce(d.status, case when j.status = 'delivering' then 'pending'
-                                         when j.result ? 'delivery' then 'delivered' end) as delivery_status,
+          select ${sql.unsafe(saleDeliveryStatusSql)} as delivery_status,
                  coalesce(d.debited_at, case when j.status = 'delivering' or j.result ? 'delivery' then j.applied_at end)
                    as debited_at,
                  coalesce(d.delivered_at, (j.result -> 'delivery' ->> 'delivered_at')::timestamptz) as delivered_at

@@ -16,6 +16,14 @@ import type { TransactionSql } from 'postgres';
 
 type Connection = TransactionSql<{ bigint: bigint }>;
 
+/**
+ * Where a debited sale's top-up stands, in SQL over its delivery row `d` (if any) and its job `j`:
+ * the row's status where it has one; else pending while the job is `delivering`, delivered once it
+ * succeeded with `result.delivery`, and null for a sale from before deliveries existed.
+ */
+export const saleDeliveryStatusSql = `coalesce(d.status, case when j.status = 'delivering' then 'pending'
+  when j.status = 'succeeded' and j.result ? 'delivery' then 'delivered' end)`;
+
 /** A delivery as the stage works on it. */
 export interface DeliveryTask {
   jobId: string;
@@ -99,15 +107,35 @@ export async function recordDeliveries(
 ): Promise<void> {
   if (jobIds.length === 0) return;
   const claimedUntil = heldForMs === null ? null : new Date(Date.now() + heldForMs).toISOString();
-  await db.$client`
+  const sql = db.$client;
+  await insertDeliveryRows(
+    sql,
+    sql`(select unnest(${arrayLiteral(jobIds)}::uuid[]) as id, ${provider}::text as provider)`,
+    claimedUntil,
+  );
+}
+
+/**
+ * How a sale's delivery row is made, in one place for the stage and the sweep: from its job (still
+ * `delivering`) and its `charge_sale` ledger row, never from what a process remembers. `sales`
+ * names the job ids and their provider. A fragment, run by its caller's statement.
+ */
+function insertDeliveryRows(
+  sql: Database['$client'],
+  sales: ReturnType<Database['$client']>,
+  claimedUntil: string | null,
+) {
+  return sql`
     insert into deliveries (job_id, seller_id, partition, sale_transaction_id, phone_number, amount, provider,
                             claimed_until, debited_at)
-    select j.id, j.seller_id, j.partition, t.id, j.phone_number, j.amount, ${provider}, ${claimedUntil}::timestamptz,
+    select j.id, j.seller_id, j.partition, t.id, j.phone_number, j.amount, s.provider, ${claimedUntil}::timestamptz,
            j.applied_at
-    from jobs j join transactions t on t.job_id = j.id and t.type <> 'charge_refund'
-    where j.id = any(${arrayLiteral(jobIds)}::uuid[]) and j.status = 'delivering'
+    from ${sales} s
+    join jobs j on j.id = s.id and j.status = 'delivering'
+    join transactions t on t.job_id = j.id and t.type <> 'charge_refund'
     order by j.id
-    on conflict (job_id) do nothing`;
+    on conflict (job_id) do nothing
+    returning job_id`;
 }
 
 /**
@@ -122,21 +150,14 @@ export async function recordDeliveries(
  * delivered without moving the job again. Returns how many holds were swept and how many rows written.
  */
 export async function sweepLapsedHolds(db: Database, limit: number): Promise<{ holds: number; recorded: number }> {
-  const [row] = await db.$client<[{ holds: number; recorded: number }]>`
+  const sql = db.$client;
+  const [row] = await sql<[{ holds: number; recorded: number }]>`
     with lapsed as (
       delete from delivery_holds where id in (
         select id from delivery_holds where held_until < now() order by held_until limit ${limit})
       returning job_ids, provider
     ), recorded as (
-      insert into deliveries (job_id, seller_id, partition, sale_transaction_id, phone_number, amount, provider,
-                              debited_at)
-      select j.id, j.seller_id, j.partition, t.id, j.phone_number, j.amount, l.provider, j.applied_at
-      from lapsed l cross join unnest(l.job_ids) as u(id)
-      join jobs j on j.id = u.id and j.status = 'delivering'
-      join transactions t on t.job_id = j.id and t.type <> 'charge_refund'
-      order by j.id
-      on conflict (job_id) do nothing
-      returning job_id
+      ${insertDeliveryRows(sql, sql`(select unnest(job_ids) as id, provider from lapsed)`, null)}
     )
     select (select count(*) from lapsed)::int as holds, (select count(*) from recorded)::int as recorded`;
   return { holds: row?.holds ?? 0, recorded: row?.recorded ?? 0 };

@@ -1,4 +1,5 @@
 import type { Database } from '@cs/db';
+import { saleDeliveryStatusSql } from './delivery-records.ts';
 
 /**
  * Where every debited sale stands against its top-up. Each `charge_sale` row is delivered,
@@ -56,8 +57,7 @@ export async function reconcileDeliveries(
         -- A sale delivered at the first answer, or still held by its process, has no delivery
         -- row: its job tells (succeeded with result.delivery, or still delivering).
         select t.id,
-               coalesce(d.status, case when j.status = 'delivering' then 'pending'
-                                       when j.status = 'succeeded' and j.result ? 'delivery' then 'delivered' end) as status,
+               ${sql.unsafe(saleDeliveryStatusSql)} as status,
                coalesce(d.debited_at, j.applied_at) as debited_at,
                (select count(*) from transactions r where r.refund_of = t.id and r.type = 'charge_refund') as refunds
         from transactions t left join deliveries d on d.sale_transaction_id = t.id
